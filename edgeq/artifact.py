@@ -1,0 +1,63 @@
+"""Artifact: what a lowering wrote, and enough about it to run, verify and profile it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class IOSpec:
+    name: str
+    shape: list
+    dtype: str  # what the artifact takes/returns: float32, int8, ...
+    scale: float | None = None  # set when the artifact's I/O is quantized
+    zero_point: int | None = None
+
+    def to_json(self) -> dict:
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.scale is not None:
+            d.update(scale=self.scale, zero_point=self.zero_point)
+        return d
+
+
+@dataclass
+class Artifact:
+    target: str
+    path: Path  # the main file (or .mlpackage folder)
+    files: list[Path] = field(default_factory=list)  # every file written, main first
+    inputs: list[IOSpec] = field(default_factory=list)
+    outputs: list[IOSpec] = field(default_factory=list)
+    plan_sha256: str = ""
+    model_sha256: str = ""
+    notes: list[str] = field(default_factory=list)  # what the target had to approximate
+    extra: dict = field(default_factory=dict)  # target-specific facts for the report
+
+    def nbytes(self) -> int:
+        return path_bytes(self.path)
+
+    def sha256(self) -> str:
+        return tree_sha256(self.path)
+
+    def relocate(self, old_root: Path, new_root: Path) -> None:
+        """Point at the files' final place after the staging folder is committed."""
+        self.path = Path(new_root) / Path(self.path).relative_to(old_root)
+        self.files = [Path(new_root) / Path(f).relative_to(old_root) for f in self.files]
+
+
+def path_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def tree_sha256(path: Path) -> str:
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

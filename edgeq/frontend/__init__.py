@@ -1,0 +1,40 @@
+"""Front end: anything the user hands in becomes a checked, shape-inferred Graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.errors import ModelError
+from edgeq.frontend.onnx_file import bind_input_shapes, finish, load_onnx, parse_input_shapes
+from edgeq.graph import Graph
+
+__all__ = ["load", "parse_input_shapes", "bind_input_shapes"]
+
+
+def load(model, input_shapes: dict[str, tuple] | None = None, example_inputs=None) -> Graph:
+    """Load a path (.onnx, .pt2) or a torch.nn.Module (with example_inputs) as a Graph."""
+    if isinstance(model, Graph):
+        return finish(model.model, model.source, input_shapes)
+    if isinstance(model, str | Path):
+        path = Path(model)
+        if not path.exists():
+            raise ModelError(f"{path}: no such file; pass the path of an .onnx or .pt2 model")
+        if path.suffix == ".pt2":
+            from edgeq.frontend.torch_export import load_pt2
+
+            return finish(load_pt2(path), str(path), input_shapes)
+        if path.suffix in (".pt", ".pth", ".pkl", ".bin"):
+            raise ModelError(
+                f"{path}: pickled PyTorch files are not loaded (they can run code); save the model with "
+                "torch.export.save(...) as .pt2, or export it to .onnx"
+            )
+        return finish(load_onnx(path), str(path), input_shapes)
+    if type(model).__module__.startswith("onnx") and hasattr(model, "graph"):
+        return finish(model, "<ModelProto>", input_shapes)
+    if hasattr(model, "forward") and hasattr(model, "parameters"):
+        from edgeq.frontend.torch_export import export_module
+
+        if example_inputs is None:
+            raise ModelError("a torch.nn.Module needs example_inputs=(tensor, ...) to be exported")
+        return finish(export_module(model, example_inputs), type(model).__name__, input_shapes)
+    raise ModelError(f"cannot load a model from {type(model).__name__}; pass an .onnx/.pt2 path or an nn.Module")

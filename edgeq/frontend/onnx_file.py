@@ -1,0 +1,123 @@
+"""ONNX files: safe external data, checker, bound shapes, shape inference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, numpy_helper
+
+from edgeq.errors import ModelError
+from edgeq.graph import Graph
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}); export it with torch.onnx.export or check the file") from None
+    if not model.graph.node and not model.graph.input:
+        raise ModelError(f"{path}: not an ONNX model (no graph found); pass a model saved by onnx.save or torch.onnx.export")
+    base = path.resolve().parent
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        target = (base / info.location).resolve()
+        if os.path.isabs(info.location) or base not in target.parents:
+            raise ModelError(
+                f"{path}: tensor '{tensor.name}' points at external data '{info.location}' outside the model's folder; "
+                "keep external data files beside the model"
+            )
+        if not target.exists():
+            raise ModelError(f"{path}: external data file '{info.location}' for tensor '{tensor.name}' is missing; copy it beside the model")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base))
+    except Exception as e:
+        raise ModelError(f"{path}: cannot read external data ({e}); check the files beside the model") from None
+    return model
+
+
+def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Parse ['x=1,3,224,224', ...] as given to --input-shape."""
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.split(","))
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise ModelError(f"--input-shape '{spec}': write it as NAME=D0,D1,... with positive integers, e.g. input=1,1,28,28") from None
+        shapes[name] = shape
+    return shapes
+
+
+def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple], source: str) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise ModelError(f"{source}: --input-shape names '{name}', but the model's inputs are {sorted(inputs)}")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise ModelError(f"{source}: input '{name}' has rank {len(dims)}, --input-shape gives {len(shape)} dims {shape}")
+        for d, v in zip(dims, shape):
+            if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:
+                raise ModelError(f"{source}: input '{name}' has fixed shape {[x.dim_value for x in dims]}; --input-shape gives {list(shape)}")
+            d.Clear()
+            d.dim_value = v
+
+
+def check_dynamic_dims(model: onnx.ModelProto, source: str) -> None:
+    """A symbolic leading (batch) dim is kept; any other dynamic dim must be bound."""
+    inits = {t.name for t in model.graph.initializer}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        dims = i.type.tensor_type.shape.dim
+        for k, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                continue
+            if k == 0 and d.HasField("dim_param"):
+                continue  # batch
+            label = d.dim_param or "?"
+            example = ",".join(str(x.dim_value) if x.dim_value > 0 else ("1" if j == 0 else "N") for j, x in enumerate(dims))
+            raise ModelError(
+                f"{source}: input '{i.name}' has an unbound dynamic dim {k} ('{label}'); bind it with --input-shape {i.name}={example}"
+            )
+
+
+def check_weights_finite(model: onnx.ModelProto, source: str) -> None:
+    for t in model.graph.initializer:
+        if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        arr = numpy_helper.to_array(t)
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ModelError(f"{source}: weight '{t.name}' holds {bad} NaN/inf values; fix the trained weights before compiling")
+
+
+def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Graph:
+    """Check, bind shapes, infer shapes: the one way every front end ends."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if input_shapes:
+        bind_input_shapes(m, input_shapes, source)
+    try:
+        onnx.checker.check_model(m)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+        raise ModelError(f"{source}: ONNX checker rejects the model: {first}") from None
+    check_dynamic_dims(m, source)
+    check_weights_finite(m, source)
+    try:
+        m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{source}: shape inference fails: {first}") from None
+    return Graph(m, source)

@@ -1,0 +1,81 @@
+"""PyTorch in: nn.Module + example inputs, or a .pt2 from torch.export.save, to ONNX.
+
+Never torch.load a user's pickle: .pt2 archives are read by torch.export.load.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+
+from edgeq.errors import MissingExtraError, ModelError
+
+INSTALL_HINT = "install the PyTorch extra: pip install 'edgeq[torch]' (torch==2.13.0 and onnxscript)"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError(f"PyTorch models need torch; {INSTALL_HINT}") from None
+    return torch
+
+
+def _to_onnx(program_or_module, args, dynamic_shapes=None) -> onnx.ModelProto:
+    torch = _torch()
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(f"exporting PyTorch to ONNX needs onnxscript; {INSTALL_HINT}") from None
+    with warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            program_or_module, args, dynamo=True, opset_version=18, dynamic_shapes=dynamic_shapes,
+            optimize=True, verbose=False,
+        )
+    buf = io.BytesIO()
+    prog.save(buf) if hasattr(prog, "save") else None
+    model = onnx.load_from_string(buf.getvalue())
+    # Strip the exporter's per-run metadata so the same module gives identical bytes.
+    del model.metadata_props[:]
+    model.producer_name, model.producer_version = "edgeq-torch-export", ""
+    return model
+
+
+class _quiet:
+    """The dynamo exporter prints progress to stdout; keep the CLI's output clean."""
+
+    def __enter__(self):
+        import contextlib
+
+        self._cm = contextlib.redirect_stdout(io.StringIO())
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def export_module(module, example_inputs) -> onnx.ModelProto:
+    torch = _torch()
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    module = module.eval()
+    try:
+        return _to_onnx(module, tuple(example_inputs))
+    except Exception as e:
+        raise ModelError(f"{type(module).__name__}: torch.onnx.export failed: {str(e).splitlines()[0]}") from None
+
+
+def load_pt2(path: Path) -> onnx.ModelProto:
+    torch = _torch()
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise ModelError(f"{path}: not a torch.export archive ({str(e).splitlines()[0] if str(e) else type(e).__name__}); save it with torch.export.save") from None
+    try:
+        return _to_onnx(program, program.example_inputs[0] if program.example_inputs else ())
+    except Exception as e:
+        raise ModelError(f"{path}: exporting the program to ONNX failed: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,56 @@
+"""`edgeq inspect` and `edgeq targets`: what is in a model, what each target can lower."""
+
+from __future__ import annotations
+
+from edgeq.frontend import load
+from edgeq.graph import node_name
+from edgeq.lower import get_target, target_data, target_names
+
+
+def list_targets() -> list[dict]:
+    out = []
+    for name in target_names():
+        data = target_data(name)
+        try:
+            n_ops = len(get_target(name).OPS)
+        except Exception:  # a target whose optional dependency is missing
+            n_ops = 0
+        out.append({"name": name, "description": data.get("description", ""), "runtime": data.get("runtime", ""),
+                    "weight_bits": data.get("weight_bits", []), "activation_bits": data.get("activation_bits", []),
+                    "ops": n_ops})
+    return out
+
+
+def inspect_model(model, targets: list[str], input_shapes: dict | None = None) -> dict:
+    graph = load(model, input_shapes)
+    info = {
+        "model": str(model),
+        "opset": graph.opset,
+        "inputs": [s.to_json() for s in graph.inputs],
+        "outputs": [s.to_json() for s in graph.outputs],
+        "params": graph.param_count(),
+        "op_counts": graph.op_counts(),
+        "targets": {},
+    }
+    for name in targets or target_names():
+        mod = get_target(name)
+        missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in enumerate(graph.nodes) if n.op_type not in mod.OPS})
+        info["targets"][name] = {
+            "lowerable": sorted(op for op in graph.op_counts() if op in mod.OPS),
+            "missing": missing,
+            "supported_ops": sorted(mod.OPS),
+        }
+    return info
+
+
+def render(info: dict) -> str:
+    lines = [f"{info['model']}  (opset {info['opset']}, {info['params']:,} params)"]
+    for s in info["inputs"]:
+        lines.append(f"  input  {s['name']}: {s['dtype']} {s['shape']}")
+    for s in info["outputs"]:
+        lines.append(f"  output {s['name']}: {s['dtype']} {s['shape']}")
+    lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["op_counts"].items()))
+    for name, t in info["targets"].items():
+        status = "all ops lower" if not t["missing"] else f"cannot lower: {', '.join(t['missing'])}"
+        lines.append(f"  {name}: {status}  ({len(t['supported_ops'])} ops in its table)")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Graph normalization passes: each a named unit in a registry, testable alone.
+
+A pass takes a Graph and returns a Graph (it may edit the one it was given). None may
+change what the float model computes beyond float rounding; tests check each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from edgeq.graph import Graph
+
+PASSES: dict[str, Callable[[Graph], Graph]] = {}
+
+# The normalization every compile runs, in order.
+DEFAULT_PIPELINE = ("constants_to_initializers", "remove_identity", "fold_constants", "fold_batchnorm", "remove_dead_nodes")
+
+
+def register(name: str):
+    def deco(fn):
+        PASSES[name] = fn
+        return fn
+
+    return deco
+
+
+def run_passes(graph: Graph, names=DEFAULT_PIPELINE) -> Graph:
+    for name in names:
+        graph = PASSES[name](graph)
+        graph.refresh()
+    return infer(graph)
+
+
+def infer(graph: Graph) -> Graph:
+    """Re-run shape inference after edits (value_info is dropped and rebuilt)."""
+    del graph.model.graph.value_info[:]
+    graph.model = onnx.shape_inference.infer_shapes(graph.model, data_prop=True)
+    graph.refresh()
+    return graph
+
+
+# Importing the modules registers their passes.
+from edgeq.passes import basic, batchnorm  # noqa: E402,F401

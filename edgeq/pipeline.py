@@ -1,0 +1,217 @@
+"""The pipeline: frontend -> passes -> quant -> lower -> verify -> profile -> report.
+
+Each stage is called here once, in order; nothing else knows the whole sequence. All
+files go to a staging folder first and move into `out` only when every target succeeded.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq import __version__
+from edgeq.errors import CalibrationError, EdgeqError
+from edgeq.fileio import StagingDir, write_text
+from edgeq.frontend import load
+from edgeq.graph import Graph
+from edgeq.lower import get_target
+from edgeq.passes import run_passes
+from edgeq.profile import measure_latency, one_sample
+from edgeq.quant.build import int8_plan
+from edgeq.quant.calibrate import observe
+from edgeq.quant.data import Dataset, load_dataset, random_dataset
+from edgeq.quant.plan import QuantPlan
+from edgeq.report import write_report
+from edgeq.runners import OrtRunner, batch_size_for, make_runner
+from edgeq.verify import compare
+
+
+@dataclass
+class Options:
+    targets: list[str] = field(default_factory=lambda: ["ort"])
+    calib: object = None  # path, dict, Dataset or "random"
+    val: object = None
+    plan: str | Path | None = None
+    out: Path = Path("out")
+    input_shapes: dict | None = None
+    example_inputs: object = None
+    threads: int = 1
+    latency_runs: int = 50
+    ort_format: bool = True
+    progress: bool = False
+    seed: int = 0
+    target_options: dict = field(default_factory=dict)
+
+
+def _progress(label: str, length: int, enabled: bool):
+    import click
+
+    if not enabled:
+        class _Null:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+            def update(self, n):
+                pass
+
+        return _Null()
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+def model_stem(model) -> str:
+    if isinstance(model, str | Path):
+        return Path(model).name.split(".")[0]
+    return type(model).__name__.lower()
+
+
+def prepare(model, opts: Options) -> Graph:
+    graph = load(model, opts.input_shapes, opts.example_inputs)
+    return run_passes(graph)
+
+
+def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset, dict]:
+    """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
+    if opts.calib is None and opts.plan is None:
+        raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
+    facts: dict = {"warnings": []}
+    calib = load_dataset(opts.calib, graph, "--calib", opts.seed) if opts.calib is not None else None
+    val = load_dataset(opts.val, graph, "--val", opts.seed) if opts.val is not None else None
+    if calib is not None and val is None:
+        if len(calib) >= 2:
+            calib, val = calib.split(0.2)
+            facts["validation_note"] = f"no --val given: the last {len(val)} of the {len(calib) + len(val)} calibration samples were held back for verification"
+        else:
+            val = calib
+            facts["validation_note"] = "no --val given and a single calibration sample: verified on the calibration sample itself"
+    if val is None:
+        val = random_dataset(graph.inputs, 16, opts.seed)
+        facts["validation_note"] = "no --val or --calib: verified on random inputs, so only fidelity (not accuracy) is meaningful"
+    if opts.plan is not None:
+        plan = QuantPlan.load(Path(opts.plan))
+        plan.check_against(graph, str(opts.plan))
+    else:
+        with _progress("calibrating", len(calib), opts.progress) as bar:
+            ranges = observe(graph, calib, progress=bar.update)
+        plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
+        plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
+    if calib is not None and calib.random:
+        facts["warnings"] += calib.notes
+    if calib is not None and len(calib) < 32 and not calib.random:
+        facts["warnings"].append(f"calibration set is small ({len(calib)} samples); ranges may not cover real inputs (32+ recommended)")
+    return plan, calib, val, facts
+
+
+def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:  # noqa: A001
+    """Compile a model (path, ModelProto or nn.Module) for one or more targets; returns the report."""
+    targets = [target] if isinstance(target, str) else list(target)
+    opts = Options(targets=targets, calib=calib, val=val, out=Path(out), **kw)
+    return run_compile(model, opts)
+
+
+def run_compile(model, opts: Options) -> dict:
+    modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
+    graph = prepare(model, opts)
+    plan, calib, val, facts = make_plan(graph, opts)
+    for mod in modules:
+        if hasattr(mod, "check_plan"):
+            mod.check_plan(graph, plan, opts.target_options)
+    stem = model_stem(model)
+    float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
+    bs = batch_size_for(graph)
+    ref = float_runner.run_batches(val, bs)
+    float_lat = measure_latency(float_runner, one_sample(val), runs=opts.latency_runs)
+    entries = []
+    with StagingDir(opts.out) as staging:
+        for name, mod in zip(opts.targets, modules):
+            artifact = mod.lower(graph, plan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
+            runner = make_runner(artifact, opts.threads)
+            with _progress(f"verifying {name}", len(val), opts.progress) as bar:
+                got = {}
+                for feeds in val.batches(bs if name == "ort" else 1):
+                    for k, v in runner.run(feeds).items():
+                        got.setdefault(k, []).append(v)
+                    bar.update(len(next(iter(feeds.values()))))
+            got = {k: np.concatenate(v) for k, v in got.items()}
+            verify = compare(ref, got, val.labels)
+            quant_lat = measure_latency(runner, one_sample(val), runs=opts.latency_runs)
+            entries.append(target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, opts, staging.path))
+        report = build_report(graph, plan, calib, val, facts, entries, model)
+        write_text(staging.path / "plan.json", plan.to_json())
+        write_report(report, staging.path)
+    return report
+
+
+def target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, opts, staging_root) -> dict:
+    out = opts.out.resolve()
+    artifact.relocate(staging_root, out)
+    return {
+        "target": artifact.target,
+        "artifact": str(artifact.path),
+        "files": [str(f) for f in artifact.files],
+        "bytes": _bytes_at(artifact, staging_root, out),
+        "float_bytes": graph.float_bytes(),
+        "avg_weight_bits": round(plan.avg_weight_bits(), 3),
+        "verify": verify,
+        "latency_ms": {
+            "float_p50": round(float_lat["p50"], 4), "quant_p50": round(quant_lat["p50"], 4),
+            "float_p90": round(float_lat["p90"], 4), "quant_p90": round(quant_lat["p90"], 4),
+            "float_p99": round(float_lat["p99"], 4), "quant_p99": round(quant_lat["p99"], 4),
+            "batch": 1, "threads": opts.threads, "runs": quant_lat["runs"],
+            "quant_load": round(getattr(runner, "load_seconds", 0.0) * 1e3, 3),
+        },
+        "plan_sha256": artifact.plan_sha256,
+        "notes": artifact.notes,
+        **{k: v for k, v in artifact.extra.items() if v is not None},
+    }
+
+
+def _bytes_at(artifact, staging_root: Path, out: Path) -> int:
+    from edgeq.artifact import path_bytes
+
+    return path_bytes(staging_root / Path(artifact.path).relative_to(out))
+
+
+def build_report(graph, plan, calib, val, facts, entries, model) -> dict:
+    return {
+        "edgeq_version": __version__,
+        "model": {
+            "path": str(model) if isinstance(model, str | Path) else type(model).__name__,
+            "sha256": graph.sha256(),
+            "inputs": [s.to_json() for s in graph.inputs],
+            "outputs": [s.to_json() for s in graph.outputs],
+            "params": graph.param_count(),
+            "op_counts": graph.op_counts(),
+        },
+        "calibration": {
+            "source": calib.source if calib is not None else None,
+            "samples": len(calib) if calib is not None else 0,
+            "random": bool(calib is not None and calib.random),
+            "observer": plan.calibration.get("observer"),
+        },
+        "validation": {"source": val.source, "samples": len(val), "labels": val.labels is not None,
+                       "note": facts.get("validation_note")},
+        "plan": {"mode": plan.mode, "weights": len(plan.weights), "activations": len(plan.activations),
+                 "avg_weight_bits": round(plan.avg_weight_bits(), 3), "sha256": plan.sha256()},
+        "warnings": facts["warnings"],
+        "targets": entries,
+    }
+
+
+def write_plan(model, opts: Options) -> QuantPlan:
+    """`edgeq plan`: everything up to the plan, written as plan.json."""
+    for t in opts.targets:
+        get_target(t)
+    graph = prepare(model, opts)
+    plan, *_ = make_plan(graph, opts)
+    with StagingDir(opts.out) as staging:
+        write_text(staging.path / "plan.json", plan.to_json())
+    return plan
+
+
+__all__ = ["compile", "run_compile", "write_plan", "Options", "EdgeqError"]

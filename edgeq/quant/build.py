@@ -1,0 +1,98 @@
+"""Build a QuantPlan from a graph and observed ranges: the uniform int8 recipe.
+
+Weights symmetric per output channel (narrow int8 grid, zero point 0), activations
+asymmetric per tensor, biases int32 with scale = input_scale * weight_scale[c].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.graph import Graph, get_attr, node_name
+from edgeq.quant.linear import affine_params, symmetric_params
+from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
+
+# Ops whose second input is a weight edgeq quantizes, and the weight's output-channel axis.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# An activation that only feeds one of these, from one of FUSES_ACTIVATION, is not
+# quantized on its own: every target fuses the activation into the producer.
+FUSED_ACTIVATIONS = ("Relu", "Clip")
+FUSES_ACTIVATION = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
+# Ops that move values without changing them: their output keeps the input's grid.
+SAME_GRID_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "MaxPool", "Identity", "Slice", "Gather",
+                 "Split", "Expand", "Tile", "DepthToSpace", "SpaceToDepth")
+
+
+def weight_axis(graph: Graph, node) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if get_attr(node, "transB", 0) else 1
+    return len(graph.initializer(node.input[1]).shape) - 1  # MatMul: [.., K, N]
+
+
+def weighted_nodes(graph: Graph):
+    """(index, node) for every layer with a constant float weight."""
+    for k, n in enumerate(graph.nodes):
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and graph.is_const(n.input[1]):
+            if graph.initializer(n.input[1]).dtype == np.float32 and graph.initializer(n.input[1]).ndim >= 2:
+                yield k, n
+
+
+def weight_entry(graph: Graph, k: int, node, bits: int = 8) -> WeightPlan:
+    w = graph.initializer(node.input[1])
+    axis = weight_axis(graph, node)
+    if node.op_type == "ConvTranspose" and get_attr(node, "group", 1) != 1:
+        axis = None
+    reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+    absmax = np.abs(w).max(axis=reduce_axes) if axis is not None else np.abs(w).max(keepdims=True).reshape(1)
+    scale, zp = symmetric_params(absmax, bits)
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] and graph.is_const(node.input[2]) else None
+    if bias is not None and (node.op_type == "Gemm" and graph.initializer(bias).ndim != 1):
+        bias = None
+    return WeightPlan(
+        tensor=node.input[1], node=node_name(node, k), op=node.op_type, shape=list(w.shape), bits=bits,
+        scheme="symmetric", granularity="per_channel" if axis is not None else "per_tensor", axis=axis,
+        scale=[float(s) for s in scale], zero_point=[int(z) for z in zp], bias=bias, input=node.input[0],
+    )
+
+
+def activations_to_quantize(graph: Graph, ranges: dict) -> list[str]:
+    fused = set()
+    for n in graph.nodes:
+        if n.op_type in FUSES_ACTIVATION:
+            out = n.output[0]
+            users = graph.consumers.get(out, [])
+            outputs = {o.name for o in graph.model.graph.output}
+            if len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS and out not in outputs:
+                fused.add(out)
+    return [name for name in ranges if name not in fused]
+
+
+def int8_plan(graph: Graph, ranges: dict, target: str | None = None, bits: int = 8, act_bits: int = 8,
+              mode: str = "static", observer: str = "minmax") -> QuantPlan:
+    plan = QuantPlan(model_sha256=graph.sha256(), target=target, mode=mode)
+    for k, n in weighted_nodes(graph):
+        if n.input[1] not in plan.weights:  # a shared weight is planned once
+            plan.weights[n.input[1]] = weight_entry(graph, k, n, bits)
+    if mode == "static":
+        for name in activations_to_quantize(graph, ranges):
+            lo, hi = ranges[name]
+            scale, zp = affine_params(lo, hi, act_bits, signed=True)
+            plan.activations[name] = ActivationPlan(name, act_bits, True, scale, zp, float(lo), float(hi), observer)
+        share_grids(graph, plan)
+    return plan
+
+
+def share_grids(graph: Graph, plan: QuantPlan) -> None:
+    """Shape-moving ops keep their input's scale and zero point (targets require it)."""
+    for n in graph.nodes:
+        if n.op_type in SAME_GRID_OPS and n.input and n.input[0] in plan.activations:
+            src = plan.activations[n.input[0]]
+            for out in n.output:
+                if out in plan.activations:
+                    a = plan.activations[out]
+                    a.scale, a.zero_point, a.bits, a.signed = src.scale, src.zero_point, src.bits, src.signed
+                    a.shared_with = src.shared_with or src.tensor

@@ -1,0 +1,173 @@
+"""Calibration and validation data: loaders, and checks against the graph's inputs.
+
+A dataset is {input_name: array with a leading sample axis}, plus optional `labels`.
+Files are read with allow_pickle=False: user data never runs code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import CalibrationError
+from edgeq.graph import Graph, TensorSpec
+
+# Same-kind casts we do silently (a float64 npz for a float32 model is the common case).
+_CASTABLE = {
+    "float32": ("float64", "float16"),
+    "float16": ("float32", "float64"),
+    "int64": ("int32", "int16", "int8", "uint8"),
+    "int32": ("int64", "int16", "int8", "uint8"),
+}
+
+
+@dataclass
+class Dataset:
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = ""
+    random: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, idx) -> Dataset:
+        labels = self.labels[idx] if self.labels is not None else None
+        return Dataset({k: v[idx] for k, v in self.arrays.items()}, labels, self.source, self.random, list(self.notes))
+
+    def batches(self, batch_size: int):
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in self.arrays.items()}
+
+    def split(self, holdout: float = 0.2) -> tuple[Dataset, Dataset]:
+        """Calibrate on the first part, verify on the held-back last part."""
+        n = len(self)
+        k = max(1, int(round(n * holdout)))
+        if n - k < 1:
+            raise CalibrationError(f"{self.source}: {n} sample(s) cannot be split into calibration and validation; pass --val or more data")
+        return self.take(slice(0, n - k)), self.take(slice(n - k, n))
+
+
+def load_dataset(spec, graph: Graph, what: str = "--calib", seed: int = 0, random_samples: int = 32) -> Dataset:
+    """Load `.npz`, a folder of `.npy`, a dict of arrays, or 'random'; check against the graph."""
+    inputs = graph.inputs
+    if isinstance(spec, Dataset):
+        ds = spec
+    elif isinstance(spec, dict):
+        arrays = {k: np.asarray(v) for k, v in spec.items() if k != "labels"}
+        ds = Dataset(_name_arrays(arrays, inputs, "<dict>", what), _labels(spec.get("labels")), "<dict>")
+    elif isinstance(spec, str) and spec == "random":
+        ds = random_dataset(inputs, random_samples, seed)
+    else:
+        ds = _load_path(Path(spec), inputs, what)
+    check_dataset(ds, inputs, what)
+    return ds
+
+
+def random_dataset(inputs: list[TensorSpec], n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in inputs:
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+        if spec.dtype.startswith("float"):
+            arrays[spec.name] = rng.standard_normal((n, *shape)).astype(spec.dtype)
+        else:
+            arrays[spec.name] = rng.integers(0, 2, (n, *shape)).astype(spec.dtype)
+    note = "calibration used RANDOM data (--calib random): activation ranges and every accuracy number are meaningless for real inputs"
+    return Dataset(arrays, None, "random", True, [note])
+
+
+def _labels(v):
+    return None if v is None else np.asarray(v).reshape(-1)
+
+
+def _load_path(path: Path, inputs: list[TensorSpec], what: str) -> Dataset:
+    if not path.exists():
+        raise CalibrationError(f"{what} {path}: no such file or folder; pass an .npz, a folder of .npy files, or 'random'")
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise CalibrationError(f"{what} {path}: the folder holds no .npy files")
+        loaded = {f.stem: _np_load(f, what) for f in files}
+        labels = loaded.pop("labels", None)
+        names = {i.name for i in inputs}
+        if set(loaded) <= names:
+            return Dataset(_name_arrays(loaded, inputs, str(path), what), _labels(labels), str(path))
+        if len(inputs) != 1:
+            raise CalibrationError(f"{what} {path}: name the files after the model's inputs {sorted(names)} (e.g. {inputs[0].name}.npy)")
+        rank = len(inputs[0].shape)
+        samples = [a if a.ndim == rank else a[None] for a in loaded.values()]
+        try:
+            stacked = np.concatenate(samples)
+        except ValueError:
+            raise CalibrationError(f"{what} {path}: the .npy files have different shapes; each should hold one sample or a batch of {inputs[0].name}") from None
+        return Dataset({inputs[0].name: stacked}, _labels(labels), str(path))
+    if path.suffix != ".npz":
+        raise CalibrationError(f"{what} {path}: expected an .npz file or a folder of .npy files")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise CalibrationError(f"{what} {path}: cannot read ({e}); save it with np.savez of plain numeric arrays") from None
+    except Exception as e:
+        raise CalibrationError(f"{what} {path}: not a readable .npz ({type(e).__name__}); save it with np.savez") from None
+    labels = arrays.pop("labels", None)
+    return Dataset(_name_arrays(arrays, inputs, str(path), what), _labels(labels), str(path))
+
+
+def _np_load(f: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(f, allow_pickle=False)
+    except Exception as e:
+        raise CalibrationError(f"{what} {f}: not a readable .npy ({type(e).__name__}); save it with np.save") from None
+
+
+def _name_arrays(arrays: dict, inputs: list[TensorSpec], source: str, what: str) -> dict:
+    names = [i.name for i in inputs]
+    if not arrays:
+        raise CalibrationError(f"{what} {source}: holds no arrays; it needs one per model input {names}")
+    if set(names) <= set(arrays):
+        return {n: arrays[n] for n in names}
+    if len(inputs) == 1 and len(arrays) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    missing = sorted(set(names) - set(arrays))
+    raise CalibrationError(f"{what} {source}: no array for input(s) {missing}; its keys are {sorted(arrays)}")
+
+
+def check_dataset(ds: Dataset, inputs: list[TensorSpec], what: str) -> None:
+    n = None
+    for spec in inputs:
+        a = ds.arrays[spec.name]
+        if a.ndim == len(spec.shape) - 1:  # a single sample without the batch axis
+            a = ds.arrays[spec.name] = a[None]
+        if a.ndim != len(spec.shape):
+            raise CalibrationError(
+                f"{what} {ds.source}: input '{spec.name}' expects shape {_fmt(spec.shape)}, the data has {list(a.shape)}"
+            )
+        for k, (want, got) in enumerate(zip(spec.shape, a.shape)):
+            if k > 0 and isinstance(want, int) and want != got:
+                raise CalibrationError(
+                    f"{what} {ds.source}: input '{spec.name}' expects shape {_fmt(spec.shape)}, the data has {list(a.shape)}"
+                )
+        if str(a.dtype) != spec.dtype:
+            if str(a.dtype) in _CASTABLE.get(spec.dtype, ()):
+                ds.arrays[spec.name] = a = a.astype(spec.dtype)
+            else:
+                raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' expects {spec.dtype}, the data is {a.dtype}; convert it")
+        if len(a) == 0:
+            raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' has 0 samples; calibration needs at least 1 (ideally >= 32)")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' holds {bad} NaN/inf values; clean the data")
+        if n is not None and len(a) != n:
+            raise CalibrationError(f"{what} {ds.source}: inputs have different sample counts ({n} vs {len(a)} for '{spec.name}')")
+        n = len(a)
+    if ds.labels is not None and len(ds.labels) != n:
+        raise CalibrationError(f"{what} {ds.source}: 'labels' has {len(ds.labels)} entries for {n} samples")
+
+
+def _fmt(shape) -> list:
+    return [d if isinstance(d, int) else "N" if k == 0 else d for k, d in enumerate(shape)]

@@ -1,0 +1,164 @@
+"""QuantPlan: the contract between the quantizer and the lowerings, and a file users edit.
+
+Everything a lowering needs is in the plan, per tensor, by name; a lowering never
+re-derives scales. `edgeq plan` writes it as plan.json (stable key order, exact floats);
+`edgeq compile --plan` reads it back and applies exactly what it says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import PlanError
+from edgeq.fileio import dumps_json
+
+PLAN_VERSION = 1
+SCHEMES = ("symmetric", "asymmetric", "palette")
+GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+
+
+@dataclass
+class WeightPlan:
+    """One weight tensor of one layer. bits=None keeps it float."""
+
+    tensor: str
+    node: str
+    op: str
+    shape: list[int]
+    bits: int | None = 8
+    scheme: str = "symmetric"
+    granularity: str = "per_channel"
+    axis: int | None = 0
+    block_size: int | None = None
+    rounding: str = "nearest"
+    scale: list[float] | None = None
+    zero_point: list[int] | None = None
+    palette: list[list[float]] | None = None
+    bias: str | None = None  # bias tensor: int32, scale = input_scale * weight_scale[c]
+    input: str | None = None  # the activation this weight multiplies (for the bias scale)
+
+    def payload_bits(self) -> int:
+        """Bits the weight values take (excluding scales), for size predictions."""
+        n = int(np.prod(self.shape))
+        return n * (self.bits if self.bits else 32)
+
+
+@dataclass
+class ActivationPlan:
+    """One activation tensor. bits=None keeps it float."""
+
+    tensor: str
+    bits: int | None = 8
+    signed: bool = True
+    scale: float = 1.0
+    zero_point: int = 0
+    min: float = 0.0
+    max: float = 0.0
+    observer: str = "minmax"
+    shared_with: str | None = None  # copied from this tensor (shape ops keep their input's grid)
+
+
+@dataclass
+class QuantPlan:
+    model_sha256: str
+    target: str | None = None
+    mode: str = "static"  # static (weights + activations) | weight_only | dynamic
+    weights: dict[str, WeightPlan] = field(default_factory=dict)
+    activations: dict[str, ActivationPlan] = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # source, samples, observer, warnings
+    constraints: dict = field(default_factory=dict)  # what the target allowed
+    budget: dict = field(default_factory=dict)
+    predicted: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    # -- summaries -------------------------------------------------------------------
+    def avg_weight_bits(self) -> float:
+        total = sum(int(np.prod(w.shape)) for w in self.weights.values())
+        if total == 0:
+            return 32.0
+        return sum(w.payload_bits() for w in self.weights.values()) / total
+
+    # -- (de)serialization ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["version"] = PLAN_VERSION
+        return d
+
+    def to_json(self) -> str:
+        return dumps_json(self.to_dict())
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "plan") -> QuantPlan:
+        if not isinstance(d, dict) or d.get("version") != PLAN_VERSION:
+            raise PlanError(f"{source}: not an edgeq plan (version {PLAN_VERSION}); write one with `edgeq plan MODEL`")
+        try:
+            weights = {k: _build(WeightPlan, v, f"{source}: weights['{k}']") for k, v in d.get("weights", {}).items()}
+            acts = {k: _build(ActivationPlan, v, f"{source}: activations['{k}']") for k, v in d.get("activations", {}).items()}
+            kw = {f.name: d[f.name] for f in fields(cls) if f.name in d and f.name not in ("weights", "activations")}
+            plan = cls(weights=weights, activations=acts, **kw)
+        except TypeError as e:
+            raise PlanError(f"{source}: malformed plan ({e}); regenerate it with `edgeq plan MODEL`") from None
+        plan.validate(source)
+        return plan
+
+    @classmethod
+    def load(cls, path: Path) -> QuantPlan:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PlanError(f"{path}: no such plan file; write one with `edgeq plan MODEL --out DIR`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PlanError(f"{path}: not valid JSON ({e}); fix the edit or regenerate it with `edgeq plan MODEL`") from None
+        return cls.from_dict(d, str(path))
+
+    def validate(self, source: str = "plan") -> None:
+        for name, w in self.weights.items():
+            where = f"{source}: weight '{name}' (node '{w.node}')"
+            if w.bits is not None and not (isinstance(w.bits, int) and 2 <= w.bits <= 8):
+                raise PlanError(f"{where}: bits {w.bits!r} is not 2..8 or null (float)")
+            if w.scheme not in SCHEMES:
+                raise PlanError(f"{where}: scheme '{w.scheme}' is not one of {SCHEMES}")
+            if w.granularity not in GRANULARITIES:
+                raise PlanError(f"{where}: granularity '{w.granularity}' is not one of {GRANULARITIES}")
+            if w.bits is not None and w.scheme != "palette" and not w.scale:
+                raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
+            if w.scale is not None and any(not np.isfinite(s) or s <= 0 for s in w.scale):
+                raise PlanError(f"{where}: every scale must be a positive finite number")
+        for name, a in self.activations.items():
+            where = f"{source}: activation '{name}'"
+            if a.bits not in (None, 8, 16):
+                raise PlanError(f"{where}: bits {a.bits!r} is not 8, 16 or null (float)")
+            if not (np.isfinite(a.scale) and a.scale > 0):
+                raise PlanError(f"{where}: scale must be a positive finite number")
+
+    def check_against(self, graph, source: str = "plan") -> None:
+        """The plan must name only tensors the (normalized) model has."""
+        inits = graph.init_names
+        for name, w in self.weights.items():
+            if name not in inits:
+                raise PlanError(f"{source}: weight '{name}' (node '{w.node}') is not in the model; was the plan made for another model?")
+            if list(graph.initializer(name).shape) != list(w.shape):
+                raise PlanError(f"{source}: weight '{name}' has shape {list(graph.initializer(name).shape)} in the model, {w.shape} in the plan")
+        known = set(graph.specs) | {i.name for i in graph.inputs}
+        for name in self.activations:
+            if name not in known:
+                raise PlanError(f"{source}: activation '{name}' is not a tensor of the model; was the plan made for another model?")
+
+
+def _build(cls, value: dict, where: str):
+    if not isinstance(value, dict):
+        raise PlanError(f"{where}: expected an object")
+    names = {f.name for f in fields(cls)}
+    unknown = set(value) - names
+    if unknown:
+        raise PlanError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
+    return cls(**value)

@@ -1,0 +1,50 @@
+"""Report: report.json (the contract build scripts read) and the terminal table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.fileio import dumps_json, write_text
+
+
+def write_report(report: dict, out_dir: Path) -> Path:
+    path = Path(out_dir) / "report.json"
+    write_text(path, dumps_json(report))
+    return path
+
+
+def _kib(n) -> str:
+    return f"{n / 1024:,.1f} KiB" if n is not None else "-"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f} %" if x is not None else "-"
+
+
+def table(report: dict) -> str:
+    """A float-vs-quantized table per target, plus warnings and notes."""
+    lines = [f"edgeq {report['edgeq_version']}  model {report['model']['path']}  "
+             f"({report['model']['params']:,} params)"]
+    for t in report["targets"]:
+        v, lat = t["verify"], t["latency_ms"]
+        rows = [
+            ("", "float", t["target"]),
+            ("bytes", _kib(t["float_bytes"]), f"{_kib(t['bytes'])} ({100 * t['bytes'] / t['float_bytes']:.1f} %)"),
+            ("avg weight bits", "32", f"{t['avg_weight_bits']:.2f}"),
+            ("SQNR", "-", f"{v['sqnr_db']:.1f} dB  (cosine {v['cosine']:.4f})"),
+        ]
+        if v.get("top1_agreement") is not None:
+            rows.append(("top-1 agreement", "-", _pct(v["top1_agreement"])))
+        if v.get("accuracy_float") is not None:
+            rows.append(("top-1 accuracy", _pct(v["accuracy_float"]), _pct(v["accuracy_quant"])))
+        rows.append(("latency p50 (host)", f"{lat['float_p50']:.3f} ms", f"{lat['quant_p50']:.3f} ms  ({lat['float_p50'] / lat['quant_p50']:.2f}x)"))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        lines.append("")
+        lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
+        lines.append(f"  -> {t['artifact']}")
+        lines += [f"  note: {n}" for n in t.get("notes", [])]
+    if report["validation"].get("note"):
+        lines.append(f"\nnote: {report['validation']['note']}")
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Runners: one way to run a model on a real runtime, feeding and returning float arrays.
+
+Calibration runs the float graph here, verify runs every artifact here, profile times
+them here. Each target registers a factory in RUNNERS (lowering modules do it for their
+runtime); a runner takes {input: float array} and returns {output: float array}.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeq.errors import ModelError
+
+RUNNERS: dict[str, Callable] = {}
+
+
+def register_runner(target: str):
+    def deco(factory):
+        RUNNERS[target] = factory
+        return factory
+
+    return deco
+
+
+def ort_session(model, threads: int = 1, optimize: bool = True, source: str = "model", optimized_path: str | None = None,
+                extra_config: dict | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    for k, v in (extra_config or {}).items():
+        so.add_session_config_entry(k, v)
+    try:
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ModelError(f"{source}: onnxruntime cannot run it: {_ort_reason(str(e))}") from None
+
+
+def _ort_reason(msg: str) -> str:
+    m = re.search(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'", msg)
+    if m:
+        return f"node '{m.group(3)}': op {m.group(1)} (opset {m.group(2)}) has no CPU kernel; replace the op or export with a supported opset"
+    m = re.search(r"Node \(([^)]*)\) Op \((\w+)\)", msg)
+    if m:
+        return f"node '{m.group(1)}': op {m.group(2)}: {msg.strip().splitlines()[-1][:200]}"
+    return msg.strip().splitlines()[0][:300]
+
+
+class OrtRunner:
+    """An onnxruntime session that takes and returns {name: array}."""
+
+    def __init__(self, model, threads: int = 1, optimize: bool = True, source: str = "model", outputs: list[str] | None = None):
+        self.source = source
+        start = time.perf_counter()
+        self.session = ort_session(model, threads, optimize, source)
+        self.load_seconds = time.perf_counter() - start
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = outputs or [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        except Exception as e:
+            raise ModelError(f"{self.source}: onnxruntime failed while running: {_ort_reason(str(e))}") from None
+        return dict(zip(self.output_names, values))
+
+    def run_batches(self, dataset, batch_size: int) -> dict[str, np.ndarray]:
+        """Run a whole dataset, concatenating each output along the sample axis."""
+        parts: dict[str, list] = {}
+        for feeds in dataset.batches(batch_size):
+            for k, v in self.run(feeds).items():
+                parts.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def batch_size_for(graph, preferred: int = 32) -> int:
+    """Batch along the leading axis when it is symbolic; else the model's own batch."""
+    sizes = [s.shape[0] for s in graph.inputs if s.shape]
+    if all(isinstance(d, str) for d in sizes):
+        return preferred
+    return int(next(d for d in sizes if isinstance(d, int)))
+
+
+def make_runner(artifact, threads: int = 1):
+    """A runner for an artifact on its own runtime (registered by its target)."""
+    if artifact.target not in RUNNERS:
+        raise ModelError(f"no runtime registered for target '{artifact.target}'")
+    return RUNNERS[artifact.target](artifact, threads)
