@@ -75,7 +75,7 @@ def prepare(model, opts: Options) -> Graph:
     return run_passes(graph)
 
 
-def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset, dict]:
+def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Dataset, Dataset, dict]:
     """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
     if opts.calib is None and opts.plan is None:
         raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
@@ -100,6 +100,9 @@ def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset,
             ranges = observe(graph, calib, progress=bar.update)
         plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
         plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
+        for mod in modules:  # targets whose kernels require particular ranges (e.g. softmax output)
+            if hasattr(mod, "adjust_plan"):
+                mod.adjust_plan(graph, plan, opts.target_options)
     if calib is not None and calib.random:
         facts["warnings"] += calib.notes
     if calib is not None and len(calib) < 32 and not calib.random:
@@ -117,7 +120,7 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 def run_compile(model, opts: Options) -> dict:
     modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
     graph = prepare(model, opts)
-    plan, calib, val, facts = make_plan(graph, opts)
+    plan, calib, val, facts = make_plan(graph, opts, modules)
     for mod in modules:
         if hasattr(mod, "check_plan"):
             mod.check_plan(graph, plan, opts.target_options)
@@ -133,7 +136,7 @@ def run_compile(model, opts: Options) -> dict:
             runner = make_runner(artifact, opts.threads)
             with _progress(f"verifying {name}", len(val), opts.progress) as bar:
                 got = {}
-                for feeds in val.batches(bs if name == "ort" else 1):
+                for feeds in val.batches(bs):
                     for k, v in runner.run(feeds).items():
                         got.setdefault(k, []).append(v)
                     bar.update(len(next(iter(feeds.values()))))
@@ -208,7 +211,7 @@ def write_plan(model, opts: Options) -> QuantPlan:
     for t in opts.targets:
         get_target(t)
     graph = prepare(model, opts)
-    plan, *_ = make_plan(graph, opts)
+    plan, *_ = make_plan(graph, opts, [get_target(t) for t in opts.targets])
     with StagingDir(opts.out) as staging:
         write_text(staging.path / "plan.json", plan.to_json())
     return plan

@@ -3,6 +3,11 @@
 Calibration runs the float graph here, verify runs every artifact here, profile times
 them here. Each target registers a factory in RUNNERS (lowering modules do it for their
 runtime); a runner takes {input: float array} and returns {output: float array}.
+
+Contract for every runner: `run(feeds)` accepts any number of samples along the leading
+axis (a runtime with a fixed batch loops inside), takes and returns float arrays (an
+artifact with int8 I/O quantizes/dequantizes inside the runner with the artifact's own
+parameters), and has `load_seconds` (time to load the artifact).
 """
 
 from __future__ import annotations
