@@ -25,7 +25,7 @@ from edgeq.quant.calibrate import observe
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
 from edgeq.quant.plan import QuantPlan
 from edgeq.report import write_report
-from edgeq.runners import OrtRunner, batch_size_for, make_runner
+from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner
 from edgeq.verify import compare
 
 
@@ -72,6 +72,7 @@ def model_stem(model) -> str:
 
 def prepare(model, opts: Options) -> Graph:
     graph = load(model, opts.input_shapes, opts.example_inputs)
+    check_runnable(graph)
     return run_passes(graph)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import onnxruntime as ort
@@ -30,6 +31,28 @@ def register_runner(target: str):
         return factory
 
     return deco
+
+
+@cache
+def ort_cpu_ops() -> frozenset[tuple[str, str]]:
+    """(domain, op) of every kernel onnxruntime's CPU provider has (asked from onnxruntime)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+
+    return frozenset((k.domain or "ai.onnx", k.op_name)
+                     for k in C.get_all_opkernel_def() if k.provider == "CPUExecutionProvider")
+
+
+def check_runnable(graph) -> None:
+    """Fail early, naming the node, when onnxruntime has no kernel for an op."""
+    from edgeq.graph import node_name
+
+    ops = ort_cpu_ops()
+    local_functions = {(f.domain, f.name) for f in graph.model.functions}
+    for k, n in enumerate(graph.nodes):
+        domain = n.domain or "ai.onnx"
+        if (domain, n.op_type) not in ops and (n.domain, n.op_type) not in local_functions:
+            raise ModelError(f"{graph.source}: node '{node_name(n, k)}': op {domain}::{n.op_type} has no onnxruntime CPU kernel; "
+                             "replace it with standard ONNX ops (or a function) before compiling")
 
 
 def ort_session(model, threads: int = 1, optimize: bool = True, source: str = "model", optimized_path: str | None = None,

@@ -7,7 +7,6 @@ fuses DQ -> op -> Q into integer kernels (QLinearConv, QGemm, QLinearMatMul, ...
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,10 @@ from edgeq.errors import PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
 from edgeq.lower import target_data
+from edgeq.lower.ort_format import write_ort_format
 from edgeq.quant.linear import quantize, storage_dtype
 from edgeq.quant.plan import QuantPlan, WeightPlan
-from edgeq.runners import OrtRunner, ort_session, register_runner
+from edgeq.runners import OrtRunner, ort_cpu_ops, ort_session, register_runner
 
 NAME = "ort"
 DESCRIPTION = target_data("ort").get("description", "")
@@ -34,12 +34,8 @@ INT8_KERNELS = {
 }
 
 
-@cache
 def cpu_ops() -> frozenset[str]:
-    """Every op onnxruntime's CPU provider has a kernel for (asked from onnxruntime itself)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as C
-
-    return frozenset(k.op_name for k in C.get_all_opkernel_def() if k.provider == "CPUExecutionProvider" and k.domain in ("", "ai.onnx"))
+    return frozenset(op for domain, op in ort_cpu_ops() if domain == "ai.onnx")
 
 
 def lower_weighted(ctx: LoweringContext, node: onnx.NodeProto) -> None:
@@ -169,7 +165,8 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
         g = Graph(onnx.version_converter.convert_version(g.model, target_data(NAME)["min_opset"]), g.source)
     ctx = LoweringContext(g, plan)
     for n in g.nodes:
-        OPS[n.op_type](ctx, n) if n.op_type in OPS else None
+        if n.op_type in OPS:
+            OPS[n.op_type](ctx, n)
     nodes = ctx.wrap_activations() if plan.mode == "static" else list(ctx.g.node)
     keep_inits = [t for t in ctx.g.initializer if t.name not in ctx.drop_inits]
     del ctx.g.initializer[:]
@@ -187,7 +184,7 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     write_bytes(path, data)
     files = [path]
     if options.get("ort_format", True):
-        files.append(_write_ort_format(data, path.with_suffix("")))
+        files.append(_write_ort_format(path, ctx.notes))
     return Artifact(
         target=NAME, path=path, files=files,
         inputs=[IOSpec(s.name, list(s.shape), s.dtype) for s in graph.inputs],
@@ -197,17 +194,11 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     )
 
 
-def _write_ort_format(onnx_bytes: bytes, base: Path) -> Path:
-    """The .ort flatbuffer for ORT Mobile, with portable (extended, not host-layout) optimizations."""
-    import onnxruntime as ort
-
-    path = base.with_suffix(".ort")  # x.ort.onnx -> x.ort
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(path)
-    so.add_session_config_entry("session.save_model_format", "ORT")
-    so.log_severity_level = 3
-    ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+def _write_ort_format(onnx_path: Path, notes: list[str]) -> Path:
+    """The .ort flatbuffer for ORT Mobile, beside the .onnx (x.ort.onnx -> x.ort)."""
+    path = onnx_path.with_suffix("")
+    if not write_ort_format(onnx_path, path):
+        notes.append("the .ort file was converted with address randomization on: its bytes may differ between runs")
     return path
 
 

@@ -1,36 +1,19 @@
 """Static calibration: run the float graph in onnxruntime, observe every activation.
 
-Observers see every float tensor the graph computes, batch by batch; each reduces what it
-saw to a (min, max) range. Min-max is the foundation; other observers plug into OBSERVERS.
+Every float tensor the graph computes is sampled batch by batch (`collect`); an observer
+method from observers.py then reduces each sample to a (min, max) range (`observe`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
+from edgeq.errors import CalibrationError
 from edgeq.graph import Graph
+from edgeq.quant.observers import CALIB_METHODS, MinMaxObserver, ValueSample, choose_range
 from edgeq.runners import OrtRunner, batch_size_for
 
-
-class MinMaxObserver:
-    name = "minmax"
-
-    def __init__(self):
-        self.lo, self.hi = np.inf, -np.inf
-
-    def update(self, x: np.ndarray) -> None:
-        if x.size:
-            self.lo = min(self.lo, float(x.min()))
-            self.hi = max(self.hi, float(x.max()))
-
-    def range(self) -> tuple[float, float]:
-        if self.lo > self.hi:
-            return 0.0, 0.0
-        return self.lo, self.hi
-
-
-OBSERVERS = {"minmax": MinMaxObserver}
+OBSERVERS = {"minmax": MinMaxObserver}  # kept for importers; methods live in observers.py
 
 
 def float_tensors(graph: Graph) -> list[str]:
@@ -53,17 +36,28 @@ def with_all_outputs(graph: Graph, names: list[str]) -> onnx.ModelProto:
     return m
 
 
-def observe(graph: Graph, dataset, method: str = "minmax", progress=None) -> dict[str, tuple[float, float]]:
-    """Ranges of every float activation over the dataset: {tensor: (min, max)}."""
-    names = float_tensors(graph)
+def collect(graph: Graph, dataset, progress=None, names: list[str] | None = None) -> dict[str, ValueSample]:
+    """A ValueSample of every float activation (or of `names`) over the dataset."""
+    names = names or float_tensors(graph)
     runner = OrtRunner(with_all_outputs(graph, names).SerializeToString(), threads=2, optimize=False,
                        source=graph.source)
-    observers = {n: OBSERVERS[method]() for n in names}
-    bs = batch_size_for(graph)
-    for feeds in dataset.batches(bs):
+    samples = {n: ValueSample() for n in names}
+    for feeds in dataset.batches(batch_size_for(graph)):
         outs = runner.run(feeds)
         for n in names:
-            observers[n].update(feeds[n] if n in feeds else outs[n])
+            samples[n].update(feeds[n] if n in feeds else outs[n])
         if progress:
             progress(len(next(iter(feeds.values()))))
-    return {n: observers[n].range() for n in names}
+    return samples
+
+
+def ranges_from(samples: dict[str, ValueSample], method: str = "minmax", bits: int = 8) -> dict[str, tuple[float, float, str]]:
+    """{tensor: (lo, hi, observer)}; `auto` records which observer won per tensor."""
+    if method not in CALIB_METHODS:
+        raise CalibrationError(f"unknown calibration method '{method}'; choose one of {', '.join(CALIB_METHODS)}")
+    return {n: choose_range(s, method, bits) for n, s in samples.items()}
+
+
+def observe(graph: Graph, dataset, method: str = "minmax", progress=None) -> dict[str, tuple[float, float]]:
+    """Ranges of every float activation over the dataset: {tensor: (min, max)}."""
+    return {n: (lo, hi) for n, (lo, hi, _) in ranges_from(collect(graph, dataset, progress), method).items()}

@@ -169,5 +169,5 @@ def check_dataset(ds: Dataset, inputs: list[TensorSpec], what: str) -> None:
         raise CalibrationError(f"{what} {ds.source}: 'labels' has {len(ds.labels)} entries for {n} samples")
 
 
-def _fmt(shape) -> list:
-    return [d if isinstance(d, int) else "N" if k == 0 else d for k, d in enumerate(shape)]
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "N" if k == 0 else str(d) for k, d in enumerate(shape)) + "]"

@@ -41,6 +41,15 @@ class WeightPlan:
     palette: list[list[float]] | None = None
     bias: str | None = None  # bias tensor: int32, scale = input_scale * weight_scale[c]
     input: str | None = None  # the activation this weight multiplies (for the bias scale)
+    # Added by the mixed-precision engine (edgeq/quant/weights.py holds the math):
+    # per_block: blocks of block_size run along `axis` (the input dim); `scale`/`zero_point` are the
+    #   C-order flattening of shape[axis] -> ceil(shape[axis] / block_size) (DequantizeLinear-21 layout).
+    # palette: per_tensor -> one palette; per_channel -> one per group of block_size (default 1)
+    #   channels along `axis`; codebook says how it was made (kmeans | nf4).
+    codebook: str | None = None
+    scale_bits: int | None = None  # double quantization: `scale` holds values on an unsigned grid
+    scale_scale: list[float] | None = None  # ... of this step, one per 256 scales (bitsandbytes-style)
+    derived: dict | None = None  # settings the parameters were computed for (an edit re-derives them)
 
     def payload_bits(self) -> int:
         """Bits the weight values take (excluding scales), for size predictions."""
@@ -75,6 +84,9 @@ class QuantPlan:
     budget: dict = field(default_factory=dict)
     predicted: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Weights the quantizer rewrote (GPTQ-rounded values, AWQ-scaled layers): {name: {shape, b64}}
+    # float32 little-endian. Lowerings see them in place of the model's initializers.
+    tensors: dict = field(default_factory=dict)
 
     # -- summaries -------------------------------------------------------------------
     def avg_weight_bits(self) -> float:
@@ -133,6 +145,10 @@ class QuantPlan:
                 raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
             if w.scale is not None and any(not np.isfinite(s) or s <= 0 for s in w.scale):
                 raise PlanError(f"{where}: every scale must be a positive finite number")
+            if w.bits is not None and w.scheme == "palette" and not w.palette and w.derived is not None:
+                raise PlanError(f"{where}: palette weights need 'palette' (or remove 'derived' to recompute it)")
+            if w.granularity == "per_block" and not (isinstance(w.block_size, int) and w.block_size > 0):
+                raise PlanError(f"{where}: per_block weights need a positive integer 'block_size'")
         for name, a in self.activations.items():
             where = f"{source}: activation '{name}'"
             if a.bits not in (None, 8, 16):

@@ -1,0 +1,197 @@
+"""Lowering state: which LiteRT tensor holds each ONNX value, in which layout and kind.
+
+A value may exist as several LiteRT tensors: layout "onnx" or "nhwc", kind "float" or
+"q" (the plan's integer grid). `get` returns the variant an op asks for and inserts the
+one conversion needed (TRANSPOSE, or a free RESHAPE, QUANTIZE, DEQUANTIZE) the first
+time, so a conversion is emitted once however many consumers need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeq.errors import PlanError
+from edgeq.graph import Graph
+from edgeq.lower.tflite import layout as L
+from edgeq.lower.tflite.schema import ModelWriter, Quant, fb
+from edgeq.quant.linear import affine_params, quantize
+from edgeq.quant.plan import ActivationPlan, QuantPlan
+
+
+@dataclass
+class TfliteOptions:
+    io_dtype: str = "float32"  # float32 | int8 (the plan's grid at the boundary)
+    io_layout: str = "nchw"  # nchw | nhwc
+    fallback: str = "error"  # error | float: an op without an integer kernel stays float
+    weights: str = "auto"  # auto | float32 | float16 (weight storage when the plan keeps them float)
+    int4: bool = True  # native INT4 for 4-bit FULLY_CONNECTED / CONV_2D weights
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TfliteOptions:
+        d = d or {}
+        o = cls(**{k: d[k] for k in ("io_dtype", "io_layout", "fallback", "weights", "int4") if k in d and d[k] is not None})
+        for name, allowed in (("io_dtype", ("float32", "int8")), ("io_layout", ("nchw", "nhwc")),
+                              ("fallback", ("error", "float")), ("weights", ("auto", "float32", "float16"))):
+            if getattr(o, name) not in allowed:
+                raise PlanError(f"tflite option {name}={getattr(o, name)!r}: choose one of {', '.join(allowed)}")
+        return o
+
+
+@dataclass
+class Ctx:
+    graph: Graph  # static-shaped copy
+    plan: QuantPlan
+    opts: TfliteOptions
+    w: ModelWriter = field(default_factory=ModelWriter)
+    values: dict = field(default_factory=dict)  # onnx name -> {(layout, kind): tensor index}
+    skip: set = field(default_factory=set)  # nodes fused into their producer
+    notes: list = field(default_factory=list)
+    float_nodes: list = field(default_factory=list)  # nodes kept float inside an integer model
+
+    # -- facts about ONNX values ------------------------------------------------------
+    def shape(self, name: str) -> list[int]:
+        return [int(d) for d in self.graph.shape(name)]
+
+    def act(self, name: str) -> ActivationPlan | None:
+        a = self.plan.activations.get(name) if self.plan.mode == "static" else None
+        return a if a is not None and a.bits is not None else None
+
+    def act_quant(self, name: str) -> Quant:
+        a = self.act(name)
+        return Quant([a.scale], [a.zero_point])
+
+    def qtype(self, name: str) -> str:
+        return "int16" if self.act(name).bits == 16 else "int8"
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.graph.initializer(name) if self.graph.is_const(name) else None
+
+    # -- tensors ----------------------------------------------------------------------
+    def new(self, name: str, shape, dtype: str, quant: Quant | None = None, data=None) -> int:
+        return self.w.add_tensor(name, shape, dtype, data, quant)
+
+    def const_tensor(self, name: str, value: np.ndarray, dtype: str | None = None, quant: Quant | None = None) -> int:
+        value = np.asarray(value)
+        dtype = dtype or {np.dtype(np.float64): "float32", np.dtype(np.int64): "int32"}.get(value.dtype, str(value.dtype))
+        return self.new(name, value.shape, dtype, quant, value)
+
+    def int32(self, name: str, values) -> int:
+        return self.const_tensor(name, np.asarray(values, np.int32), "int32")
+
+    def output(self, name: str, layout: str, kind: str, quant: Quant | None = None) -> int:
+        """The LiteRT tensor an op writes ONNX value `name` into."""
+        shape = L.stored_shape(self.shape(name), layout)
+        if kind == "q":
+            t = self.new(name, shape, self.qtype(name), quant or self.act_quant(name))
+        else:
+            t = self.new(name, shape, "float32")
+        self.values.setdefault(name, {})[(layout, kind)] = t
+        return t
+
+    def layouts(self, name: str) -> set[str]:
+        return {lay for lay, _ in self.values.get(name, {})}
+
+    def get(self, name: str, layout: str = "onnx", kind: str = "float") -> int:
+        """ONNX value `name` as a LiteRT tensor in `layout` ("any": whichever exists) and `kind`."""
+        c = self.const(name)
+        if c is not None:
+            return self._const_operand(name, c, layout if layout != "any" else "onnx", kind)
+        have = self.values.get(name)
+        if not have:
+            raise KeyError(name)
+        if layout == "any":
+            layout = "nhwc" if any(lay == "nhwc" for lay, _ in have) else "onnx"
+        if (layout, kind) in have:
+            return have[(layout, kind)]
+        same_layout = [k for lay, k in have if lay == layout]
+        if same_layout:  # change kind only
+            src = have[(layout, same_layout[0])]
+            return self._convert_kind(name, src, layout, kind)
+        (lay0, k0), src = next(iter(sorted(have.items())))
+        if k0 != kind and (lay0, kind) not in have:
+            src = self._convert_kind(name, src, lay0, kind)
+        else:
+            src = have[(lay0, kind)]
+        return self._convert_layout(name, src, lay0, layout, kind)
+
+    def _convert_kind(self, name: str, src: int, layout: str, kind: str) -> int:
+        dst = self.output(name, layout, kind)
+        self.w.add_op("QUANTIZE" if kind == "q" else "DEQUANTIZE", [src], [dst])
+        return dst
+
+    def _convert_layout(self, name: str, src: int, src_layout: str, layout: str, kind: str) -> int:
+        rank = len(self.shape(name))
+        src_shape = L.stored_shape(self.shape(name), src_layout)
+        # perm from the stored source order to the stored destination order
+        src_perm, dst_perm = L.perm_to(src_layout, rank), L.perm_to(layout, rank)
+        perm = [src_perm.index(a) for a in dst_perm]
+        quant = self.w.tensor_quant(src)
+        dst = self.output(name, layout, kind, quant)
+        if L.is_free_transpose(src_shape, perm):
+            self.w.add_op("RESHAPE", [src, self.int32(f"{name}_shape_{layout}", self.w.tensor_shape(dst))], [dst])
+        else:
+            self.w.add_op("TRANSPOSE", [src, self.int32(f"{name}_perm_{layout}", perm)], [dst])
+        return dst
+
+    def _const_operand(self, name: str, value: np.ndarray, layout: str, kind: str) -> int:
+        key = (layout, kind)
+        have = self.values.setdefault(name, {})
+        if key in have:
+            return have[key]
+        v = value if value.ndim != 4 else value.transpose(L.perm_to(layout, 4))
+        if kind == "q" and value.dtype == np.float32:
+            a = self.act(name)
+            if a is not None:
+                scale, zp, bits = a.scale, a.zero_point, a.bits
+            else:  # a constant operand the plan does not cover: its own exact range (8-bit)
+                scale, zp = affine_params(float(value.min(initial=0)), float(value.max(initial=0)), 8)
+                bits = 8
+            q = quantize(v, scale, zp, bits)
+            t = self.const_tensor(f"{name}_{layout}_q", q.astype(np.int16 if bits == 16 else np.int8),
+                                  "int16" if bits == 16 else "int8", Quant([scale], [zp]))
+        else:
+            t = self.const_tensor(f"{name}_{layout}", v.astype(np.float32) if v.dtype == np.float64 else v)
+        have[key] = t
+        return t
+
+    def operand_for_rank(self, name: str, rank: int, layout: str, kind: str) -> int:
+        """A constant broadcast operand brought to `rank` so a layout permutation applies to it."""
+        c = self.const(name)
+        if c is not None and c.ndim < rank and layout == "nhwc":
+            c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+            return self._const_operand(f"{name}_r{rank}", c, layout, kind)
+        return self.get(name, layout, kind)
+
+    def fused(self, node, index: int = 0) -> tuple[str, int]:
+        """(output name, fused activation) for a node whose only consumer is Relu / Clip(0, 6)."""
+        out = node.output[index]
+        users = self.graph.consumers.get(out, [])
+        graph_outputs = {o.name for o in self.graph.model.graph.output}
+        if len(users) == 1 and out not in graph_outputs:
+            u = users[0]
+            act = None
+            if u.op_type == "Relu":
+                act = fb.ActivationFunctionType.RELU
+            elif u.op_type == "Clip":
+                lo, hi = clip_bounds(self, u)
+                act = {(0.0, 6.0): fb.ActivationFunctionType.RELU6, (-1.0, 1.0): fb.ActivationFunctionType.RELU_N1_TO_1,
+                       (0.0, float("inf")): fb.ActivationFunctionType.RELU}.get((lo, hi))
+            if act is not None:
+                self.skip.add(id(u))
+                return u.output[0], act
+        return out, fb.ActivationFunctionType.NONE
+
+
+def clip_bounds(ctx: Ctx, node) -> tuple[float, float]:
+    from edgeq.graph import get_attr
+
+    lo, hi = get_attr(node, "min", float("-inf")), get_attr(node, "max", float("inf"))
+    if len(node.input) > 1 and node.input[1]:
+        c = ctx.const(node.input[1])
+        lo = float(c) if c is not None else None
+    if len(node.input) > 2 and node.input[2]:
+        c = ctx.const(node.input[2])
+        hi = float(c) if c is not None else None
+    return (float(lo) if lo is not None else None), (float(hi) if hi is not None else None)

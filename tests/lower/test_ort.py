@@ -1,0 +1,88 @@
+"""ORT target: int8 initializers, integer kernels after onnxruntime's fusion, exact plans."""
+
+import json
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from edgeq.cli import main
+from edgeq.lower.ort import optimized_ops
+from edgeq.pipeline import compile as edgeq_compile
+
+
+def _compile(tmp_path, model, calib, name="out", *extra):
+    out = tmp_path / name
+    result = CliRunner().invoke(main, ["compile", str(model), "--calib", str(calib), "--out", str(out), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.output)
+
+
+def test_weights_are_int8_initializers_and_fuse(tmp_path, small_model, small_calib):
+    out, report = _compile(tmp_path, small_model, small_calib)
+    m = onnx.load(out / "small.ort.onnx")
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    for w in ("conv1.w", "dw.w", "fc.w"):
+        assert w not in inits, "float weight left in the artifact"
+        assert inits[f"{w}_quantized"].dtype == np.int8
+    assert inits["fc.b_quantized"].dtype == np.int32
+    float_weights = [n for n, a in inits.items() if a.dtype == np.float32 and a.size > 16]
+    assert not float_weights
+    from edgeq.artifact import Artifact
+
+    ops = optimized_ops(Artifact("ort", out / "small.ort.onnx"))
+    assert ops.get("QLinearConv", 0) == 2, ops
+    assert "Conv" not in ops and "Gemm" not in ops, ops
+    assert (out / "small.ort").exists() and (out / "plan.json").exists() and (out / "report.json").exists()
+
+
+def test_report_contract(tmp_path, small_model, small_calib):
+    out, report = _compile(tmp_path, small_model, small_calib)
+    assert report == json.loads((out / "report.json").read_text())
+    assert {"model", "targets"} <= set(report)
+    t = report["targets"][0]
+    for key in ("target", "artifact", "bytes", "float_bytes", "avg_weight_bits", "verify", "latency_ms"):
+        assert key in t
+    for key in ("sqnr_db", "cosine", "max_abs_err", "top1_agreement"):
+        assert key in t["verify"]
+    assert {"float_p50", "quant_p50"} <= set(t["latency_ms"])
+    assert t["target"] == "ort" and t["avg_weight_bits"] == 8.0
+    assert t["verify"]["cosine"] > 0.98 and t["verify"]["sqnr_db"] > 15
+    assert "held back" in report["validation"]["note"]
+
+
+def test_two_compiles_are_byte_identical(tmp_path, small_model, small_calib):
+    a, _ = _compile(tmp_path, small_model, small_calib, "a")
+    b, _ = _compile(tmp_path, small_model, small_calib, "b")
+    for f in ("small.ort.onnx", "small.ort", "plan.json"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_plan_applies_exactly(tmp_path, small_model, small_calib):
+    out = tmp_path / "p"
+    r = CliRunner().invoke(main, ["plan", str(small_model), "--calib", str(small_calib), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    plan = json.loads((out / "plan.json").read_text())
+    # Edit one layer: fc to 4 bits (on the int8 grid for ort), scales recomputed by hand.
+    fc = plan["weights"]["fc.w"]
+    fc["bits"] = 4
+    fc["scale"] = [s * 127 / 7 for s in fc["scale"]]
+    (out / "plan.json").write_text(json.dumps(plan))
+    c, report = _compile(tmp_path, small_model, small_calib, "c", "--plan", str(out / "plan.json"))
+    m = onnx.load(c / "small.ort.onnx")
+    q = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    assert np.abs(q["fc.w_quantized"]).max() <= 7
+    np.testing.assert_array_equal(q["fc.w_scale"], np.asarray(fc["scale"], np.float32))
+    assert json.loads((c / "plan.json").read_text())["weights"]["fc.w"]["bits"] == 4
+    assert any("4-bit weights stored on the int8 grid" in n for n in report["targets"][0]["notes"])
+    # The untouched layers are byte-identical to a compile without the edit.
+    d, _ = _compile(tmp_path, small_model, small_calib, "d")
+    q0 = {t.name: numpy_helper.to_array(t) for t in onnx.load(d / "small.ort.onnx").graph.initializer}
+    np.testing.assert_array_equal(q["conv1.w_quantized"], q0["conv1.w_quantized"])
+
+
+def test_python_api_and_random_calibration(tmp_path, small_model):
+    report = edgeq_compile(str(small_model), target="ort", calib="random", out=tmp_path / "r")
+    assert report["calibration"]["random"] is True
+    assert any("meaningless" in w for w in report["warnings"])

@@ -1,0 +1,72 @@
+"""Each normalization pass alone keeps the float model's outputs (within float rounding)."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeq.frontend import load
+from edgeq.passes import PASSES, run_passes
+from edgeq.runners import OrtRunner
+from tests.models import small_cnn, small_cnn_data
+
+
+def run(graph, x):
+    return OrtRunner(graph.serialize(), optimize=False).run({"input": x})["logits"]
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+def test_pass_keeps_outputs(name, small_model):
+    g = load(small_model)
+    x = small_cnn_data(8)
+    want = run(g, x)
+    PASSES[name](g.copy())  # a pass must not need anything but the graph
+    out = PASSES[name](g)
+    out.refresh()
+    np.testing.assert_allclose(run(out, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_removes_bn_and_dropout(small_model):
+    g = run_passes(load(small_model))
+    ops = g.op_counts()
+    assert "BatchNormalization" not in ops and "Dropout" not in ops
+    assert ops == {"Conv": 2, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 2}
+
+
+def test_fold_batchnorm_into_gemm():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w", rng.normal(size=(4, 6))), ("b", rng.normal(size=4)), ("s", rng.uniform(0.5, 2, 4)),
+        ("bb", rng.normal(size=4)), ("m", rng.normal(size=4)), ("v", rng.uniform(0.5, 2, 4))]]
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Gemm", ["input", "w", "b"], ["g"], transB=1),
+         helper.make_node("BatchNormalization", ["g", "s", "bb", "m", "v"], ["logits"])], "gemm_bn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    g = load(m)
+    x = rng.normal(size=(2, 6)).astype(np.float32)
+    want = run(g, x)
+    g2 = run_passes(g.copy())
+    assert g2.op_counts() == {"Gemm": 1}
+    np.testing.assert_allclose(run(g2, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_constants_and_dead_nodes():
+    c = numpy_helper.from_array(np.full((1, 10), 2.0, np.float32), "c")
+    m = small_cnn(dropout=False)
+    m.graph.initializer.append(c)
+    # logits2 = logits * (c + c); and a dead branch nothing reads
+    m.graph.node.extend([
+        helper.make_node("Add", ["c", "c"], ["cc"], name="fold_me"),
+        helper.make_node("Mul", ["logits", "cc"], ["scaled"], name="scale"),
+        helper.make_node("Neg", ["scaled"], ["dead"], name="dead"),
+    ])
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["N", 10]))
+    onnx.checker.check_model(m)
+    g = load(m)
+    x = small_cnn_data(4)
+    want = OrtRunner(g.serialize(), optimize=False).run({"input": x})["scaled"]
+    g2 = run_passes(g.copy())
+    assert "Neg" not in g2.op_counts() and g2.op_counts()["Mul"] == 1 and "Add" not in g2.op_counts()
+    np.testing.assert_allclose(OrtRunner(g2.serialize()).run({"input": x})["scaled"], want, rtol=1e-5, atol=1e-5)
