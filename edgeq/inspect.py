@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgeq.frontend import load
 from edgeq.graph import node_name
 from edgeq.lower import get_target, target_data, target_names
+from edgeq.passes import run_passes
 
 
 def list_targets() -> list[dict]:
@@ -32,13 +33,16 @@ def inspect_model(model, targets: list[str], input_shapes: dict | None = None) -
         "op_counts": graph.op_counts(),
         "targets": {},
     }
+    # Targets lower the normalized graph (BatchNorm folded, Identity/Dropout gone).
+    normalized = run_passes(graph.copy())
+    info["normalized_op_counts"] = normalized.op_counts()
     for name in targets or target_names():
-        mod = get_target(name)
-        missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in enumerate(graph.nodes) if n.op_type not in mod.OPS})
+        table = getattr(get_target(name), "OPS", {})
+        missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in enumerate(normalized.nodes) if n.op_type not in table})
         info["targets"][name] = {
-            "lowerable": sorted(op for op in graph.op_counts() if op in mod.OPS),
+            "lowerable": sorted(op for op in normalized.op_counts() if op in table),
             "missing": missing,
-            "supported_ops": sorted(mod.OPS),
+            "supported_ops": sorted(table),
         }
     return info
 
@@ -50,6 +54,7 @@ def render(info: dict) -> str:
     for s in info["outputs"]:
         lines.append(f"  output {s['name']}: {s['dtype']} {s['shape']}")
     lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["op_counts"].items()))
+    lines.append("  after normalization: " + ", ".join(f"{op} x{n}" for op, n in info["normalized_op_counts"].items()))
     for name, t in info["targets"].items():
         status = "all ops lower" if not t["missing"] else f"cannot lower: {', '.join(t['missing'])}"
         lines.append(f"  {name}: {status}  ({len(t['supported_ops'])} ops in its table)")

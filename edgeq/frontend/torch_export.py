@@ -6,6 +6,7 @@ Never torch.load a user's pickle: .pt2 archives are read by torch.export.load.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -36,9 +37,8 @@ def _to_onnx(program_or_module, args, dynamic_shapes=None) -> onnx.ModelProto:
             program_or_module, args, dynamo=True, opset_version=18, dynamic_shapes=dynamic_shapes,
             optimize=True, verbose=False,
         )
-    buf = io.BytesIO()
-    prog.save(buf) if hasattr(prog, "save") else None
-    model = onnx.load_from_string(buf.getvalue())
+    model = onnx.ModelProto()
+    model.CopyFrom(prog.model_proto)
     # Strip the exporter's per-run metadata so the same module gives identical bytes.
     del model.metadata_props[:]
     model.producer_name, model.producer_version = "edgeq-torch-export", ""
@@ -46,15 +46,21 @@ def _to_onnx(program_or_module, args, dynamic_shapes=None) -> onnx.ModelProto:
 
 
 class _quiet:
-    """The dynamo exporter prints progress to stdout; keep the CLI's output clean."""
+    """The dynamo exporter prints progress and logs warnings; keep the CLI's output clean."""
 
     def __enter__(self):
         import contextlib
 
+        self._loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.ERROR)
         self._cm = contextlib.redirect_stdout(io.StringIO())
         return self._cm.__enter__()
 
     def __exit__(self, *exc):
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
         return self._cm.__exit__(*exc)
 
 
