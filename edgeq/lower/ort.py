@@ -144,19 +144,16 @@ class LoweringContext:
                                helper.make_tensor(z_name, onnx.TensorProto.INT4, np.shape(zp), np.ravel(zp).tolist())]
             self.int4_used = True
         else:
-            self.new_inits.append(numpy_helper.from_array(q.astype(np.int8), q_name))
-            if np.any(zp):  # an all-zero zero point is the default: leave the input out
-                self.new_inits.append(numpy_helper.from_array(np.asarray(zp, np.int8), z_name))
-            else:
-                z_name = ""
+            # The zero point stays even when all zero: onnxruntime's QGemm fusion requires it.
+            self.new_inits += [numpy_helper.from_array(q.astype(np.int8), q_name),
+                               numpy_helper.from_array(np.asarray(zp, np.int8), z_name)]
             if wp.bits < 8:
                 self.on_int8_grid.setdefault(wp.bits, []).append(wp.node)
         self.new_inits.append(numpy_helper.from_array(np.asarray(scale, np.float32), s_name))
         attrs = {"axis": axis} if axis is not None else {}
         if wp.granularity == "per_block":
             attrs["block_size"] = wp.block_size
-        inputs = [q_name, s_name, z_name] if z_name else [q_name, s_name]
-        self.new_nodes.append(helper.make_node("DequantizeLinear", inputs, [wp.tensor], name=f"{wp.tensor}_DequantizeLinear", **attrs))
+        self.new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [wp.tensor], name=f"{wp.tensor}_DequantizeLinear", **attrs))
         self.drop_inits.add(wp.tensor)
 
     def quantize_bias(self, wp: WeightPlan) -> None:

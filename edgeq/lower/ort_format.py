@@ -8,10 +8,12 @@ Run as: python -m edgeq.lower.ort_format IN.onnx OUT.ort
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -28,13 +30,21 @@ def convert(src: str, dst: str) -> None:
 
 
 def write_ort_format(onnx_path: Path, ort_path: Path) -> bool:
-    """Convert; returns True when the bytes are reproducible (ASLR could be disabled)."""
-    cmd = [sys.executable, "-m", "edgeq.lower.ort_format", str(onnx_path), str(ort_path)]
+    """Convert; returns True when the bytes are reproducible (ASLR could be disabled).
+
+    The child runs in a scratch folder on fixed file names, so its argv, and with it the
+    memory layout that seeds the hash maps, is the same on every run.
+    """
     setarch = shutil.which("setarch")
     if setarch:
-        r = subprocess.run([setarch, platform.machine(), "-R", *cmd], capture_output=True)
-        if r.returncode == 0:
-            return True
+        with tempfile.TemporaryDirectory() as scratch:
+            shutil.copyfile(onnx_path, Path(scratch) / "model.onnx")
+            cmd = [setarch, platform.machine(), "-R", sys.executable, "-m", "edgeq.lower.ort_format", "model.onnx", "model.ort"]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+            r = subprocess.run(cmd, cwd=scratch, capture_output=True, env=env)
+            if r.returncode == 0:
+                shutil.copyfile(Path(scratch) / "model.ort", ort_path)
+                return True
     convert(str(onnx_path), str(ort_path))
     return False
 
