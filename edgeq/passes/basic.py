@@ -118,3 +118,24 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     del g.input[:]
     g.input.extend(inputs)
     return graph
+
+
+@register("unshare_biases")
+def unshare_biases(graph: Graph) -> Graph:
+    """Give every Conv/Gemm its own bias tensor.
+
+    Exporters merge identical constants (e.g. all-zero biases), but an int32 bias is
+    quantized with its own layer's input and weight scales, so layers cannot share one.
+    """
+    g = graph.model.graph
+    inits = {t.name: t for t in g.initializer}
+    seen: set[str] = set()
+    for k, n in enumerate(g.node):
+        if n.op_type in ("Conv", "ConvTranspose", "Gemm") and len(n.input) > 2 and n.input[2] in inits:
+            name = n.input[2]
+            if name in seen:
+                copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f"{name}_{n.name or k}")
+                g.initializer.append(copy)
+                n.input[2] = copy.name
+            seen.add(name)
+    return graph

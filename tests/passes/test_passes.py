@@ -70,3 +70,14 @@ def test_fold_constants_and_dead_nodes():
     g2 = run_passes(g.copy())
     assert "Neg" not in g2.op_counts() and g2.op_counts()["Mul"] == 1 and "Add" not in g2.op_counts()
     np.testing.assert_allclose(OrtRunner(g2.serialize()).run({"input": x})["scaled"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_bias_is_unshared_and_both_convs_fuse(tmp_path):
+    m = small_cnn(with_bn=False, dropout=False)
+    for n in m.graph.node:
+        if n.name == "dw":
+            n.input[2] = "conv1.b"  # both convs read one (exporter-merged) bias
+    g = run_passes(load(m))
+    biases = [n.input[2] for n in g.nodes if n.op_type == "Conv"]
+    assert len(set(biases)) == 2
+    np.testing.assert_array_equal(g.initializer(biases[0]), g.initializer(biases[1]))
