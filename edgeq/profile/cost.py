@@ -19,9 +19,13 @@ from edgeq.graph import Graph, get_attr, node_name
 from edgeq.profile.devices import ComputeUnit, Device
 from edgeq.quant.plan import QuantPlan
 
-FUSABLE = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+# activations a conv/matmul kernel applies itself: float kernels take several (ORT's FusedConv,
+# XNNPACK), integer kernels only clamps (they fold into the requantization's min/max)
+FUSABLE = {"fp32": {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}, "int8": {"Relu", "Clip"}}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+UNIT_ALIASES = {"neural_engine": "npu", "ane": "ane", "neuralengine": "npu", "tpu": "npu", "dsp": "npu", "hexagon": "npu",
+                "cpu_or_gpu": "cpu"}  # coreml's residency estimate: off the Neural Engine -> the CPU fallback
 BYTES = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1}
 
 
@@ -68,6 +72,8 @@ class Sizer:
         return _numel(self.graph.shape(name), self.batch)
 
     def act_bytes(self, name: str) -> int:
+        if name.endswith(":float"):  # the float copy around an op with no integer kernel
+            return 4 * self.numel(name.removesuffix(":float"))
         bits = self.act_bits(name)
         return self.numel(name) * (bits // 8 if bits else BYTES.get(self.graph.dtype(name) or "float32", 4))
 
@@ -119,8 +125,11 @@ def _precision(sz: Sizer, node, acts: list[str]) -> str:
     return "int16" if 16 in bits else "int8"
 
 
-def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1) -> list[OpCost]:
-    """Per-op costs in execution order (the graph's topological node order)."""
+def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None) -> list[OpCost]:
+    """Per-op costs in execution order (the graph's topological node order).
+
+    int8_kernels: op types the runtime has integer kernels for (None: all); a quantized op
+    without one runs in float between a dequantize and a quantize kernel."""
     sz = Sizer(graph, plan, batch)
     nodes = graph.nodes
     costs: list[OpCost] = []
@@ -133,15 +142,25 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1) -> lis
             costs.append(OpCost(name, node.op_type, "view", precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
             continue
         producer = graph.producer.get(acts[0]) if acts else None
-        fused = (node.op_type in FUSABLE and producer is not None and producer.op_type in WEIGHTED
-                 and len(graph.consumers.get(acts[0], [])) == 1)
-        if fused:
-            costs.append(OpCost(name, node.op_type, "fused", precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
+        producer_precision = next((c.precision for c in reversed(costs) if acts and acts[0] in c.outputs), precision)
+        fused = (producer is not None and producer.op_type in WEIGHTED and len(graph.consumers.get(acts[0], [])) == 1
+                 and node.op_type in FUSABLE["fp32" if producer_precision == "fp32" else "int8"])
+        if fused:  # runs inside its producer's kernel, at its precision
+            costs.append(OpCost(name, node.op_type, "fused", producer_precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
             continue
         macs, other, kind = _macs(graph, node, batch)
         wbytes = sum(sz.weight_bytes(x) for x in node.input if x and graph.is_const(x))
-        costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes,
-                            sum(sz.act_bytes(a) for a in acts), sum(sz.act_bytes(o) for o in outs), tuple(acts), tuple(outs)))
+        in_b, out_b = sum(sz.act_bytes(a) for a in acts), sum(sz.act_bytes(o) for o in outs)
+        if precision != "fp32" and int8_kernels is not None and node.op_type not in int8_kernels:
+            n_in, n_out = sum(sz.numel(a) for a in acts), sum(sz.numel(o) for o in outs)
+            costs.append(OpCost(f"dequantize:{name}", "DequantizeLinear", "boundary", precision, 0, n_in, 0, in_b, 4 * n_in,
+                                tuple(acts), tuple(f"{a}:float" for a in acts)))
+            costs.append(OpCost(name, node.op_type, kind, "fp32", macs, other, wbytes, 4 * n_in, 4 * n_out,
+                                tuple(f"{a}:float" for a in acts), tuple(f"{o}:float" for o in outs)))
+            costs.append(OpCost(f"quantize:{name}", "QuantizeLinear", "boundary", precision, 0, n_out, 0, 4 * n_out, out_b,
+                                tuple(f"{o}:float" for o in outs), tuple(outs)))
+            continue
+        costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes, in_b, out_b, tuple(acts), tuple(outs)))
     if sz.static:  # float I/O around an int8 model: quantize the inputs, dequantize the outputs
         for spec in graph.inputs:
             if sz.act_bits(spec.name):
@@ -167,8 +186,8 @@ def assign_units(costs: list[OpCost], device: Device, target: str, residency: di
     for c in costs:
         unit = default
         if residency and c.name in residency:
-            r = residency[c.name]
-            unit = r if r in device.units else kinds.get(r, default)
+            r = UNIT_ALIASES.get(str(residency[c.name]).lower(), str(residency[c.name]).lower())
+            unit = r if r in device.units else kinds.get(r, kinds.get("npu", default) if r == "ane" else default)
         u = device.units[unit]
         if c.op in u.unsupported_ops and u.fallback:
             unit = u.fallback
@@ -200,10 +219,12 @@ def op_time(c: OpCost, unit: ComputeUnit, weights_total: int) -> OpTime:
     prec = unit.precision_for(c.precision if c.precision in unit.peak_ops else ("int8" if c.precision == "int16" else c.precision))
     if c.kind == "fused":
         return OpTime(unit.name, prec, 0.0, "free", 0, 0)
-    overhead = unit.op_overhead.si
     if c.kind == "view":
-        return OpTime(unit.name, prec, overhead, "overhead", 0, 0)
-    eff = unit.efficiency[c.kind].si if c.kind in unit.efficiency else 1.0
+        return OpTime(unit.name, prec, unit.op_overhead.si, "overhead", 0, 0)
+    # a kernel class's own fixed cost where the profile measured one (setup, requantization tables)
+    overhead = (unit.kernel_overhead.get(f"{c.kind}_{prec}") or unit.kernel_overhead.get(c.kind) or unit.op_overhead).si
+    eff_q = unit.efficiency.get(f"{c.kind}_{prec}") or unit.efficiency.get(c.kind)
+    eff = eff_q.si if eff_q is not None else 1.0
     slow = 2.0 if c.precision == "int16" else 1.0  # 16x8 kernels run at about half the int8 rate
     compute = slow * (2 * c.macs + c.other_ops) / (unit.peak_ops[prec].si * eff)
     dram, onchip = _memory_split(c, unit, weights_total)

@@ -41,10 +41,9 @@ class Quantity:
         return self.value * SI[self.unit]
 
     def to_json(self) -> dict:
-        d = {"value": self.value, "unit": self.unit, "source": self.source}
         if self.assumed:
-            d["assumed"] = True
-        return d
+            return {"value": self.value, "unit": self.unit, "assumed": True, "reason": self.source}
+        return {"value": self.value, "unit": self.unit, "source": self.source}
 
 
 @dataclass
@@ -62,6 +61,7 @@ class ComputeUnit:
     active_power: Quantity  # power of the unit while busy (beyond arithmetic and data movement)
     idle_power: Quantity
     call_overhead: Quantity | None = None  # fixed cost per inference call (runtime entry)
+    kernel_overhead: dict[str, Quantity] = field(default_factory=dict)  # per op class(_precision), overrides op_overhead
     unsupported_ops: list[str] = field(default_factory=list)  # ops that fall back to `fallback`
     fallback: str | None = None
 
@@ -144,7 +144,7 @@ def _unit(name: str, d: dict, q: dict[str, Quantity], prefix: str) -> ComputeUni
         bandwidth=get("bandwidth"), onchip_bandwidth=get("onchip_bandwidth"), onchip_bytes=get("onchip_bytes"),
         op_overhead=get("op_overhead"), energy_per_mac=table("energy_per_mac"),
         energy_per_byte=table("energy_per_byte"), active_power=get("active_power"), idle_power=get("idle_power"),
-        call_overhead=q.get(f"{prefix}.call_overhead"), unsupported_ops=list(d.get("unsupported_ops", [])),
+        call_overhead=q.get(f"{prefix}.call_overhead"), kernel_overhead=table("kernel_overhead"), unsupported_ops=list(d.get("unsupported_ops", [])),
         fallback=d.get("fallback"),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.fileio import dumps_json, write_text
+from edgeq.profile.text import device_lines
 
 
 def write_report(report: dict, out_dir: Path) -> Path:
@@ -43,6 +44,7 @@ def table(report: dict) -> str:
         lines.append("")
         lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
         lines.append(f"  -> {t['artifact']}")
+        lines += device_lines(t.get("profile"))
         lines += [f"  note: {n}" for n in t.get("notes", [])]
     if report["validation"].get("note"):
         lines.append(f"\nnote: {report['validation']['note']}")

@@ -1,0 +1,220 @@
+"""Measure this host's numbers for targets/devices/host_x86_64.toml (run once, paste the output).
+
+    OPENBLAS_NUM_THREADS=1 python bench/calibrate_host.py [--litert]
+
+What it measures, single-threaded (edgeq's default --threads 1):
+  peak fp32      numpy float32 matmul 256^3 (OpenBLAS sgemm)            -> GOPS (1 MAC = 2 ops)
+  peak int8      onnxruntime MatMulInteger 256^3 (MLAS u8s8 kernel)     -> GOPS
+  bandwidth      numpy copy of 48 MiB (read + write bytes / time)       -> DRAM GB/s
+  onchip bw      numpy copy of 128 KiB, repeated (stays in L2)           -> GB/s
+  op overhead    onnxruntime: a chain of 41 Neg ops on 16 floats minus a chain of 1
+  kernel overhead  per conv class and precision: a chain of 21 tiny convs (8 channels, 4x4)
+                 minus a chain of 1, per conv (int8 convs carry requantization setup)
+  call overhead  that 1-op model through edgeq's OrtRunner.run (the path compile times)
+  efficiency     fraction of peak that onnxruntime's conv kernels reach on shapes typical of
+                 small mobile CNNs: chains of 6 Conv+ReLU (dense 1x1, depthwise 3x3) run as
+                 the float model and as edgeq's own int8 ORT artifact of it (QDQ, which
+                 onnxruntime fuses into QLinearConv), work / time pooled over three shapes;
+                 GlobalAveragePool for elementwise ops.
+  --litert       the same kernel overheads and int8 efficiencies for LiteRT (XNNPACK), through
+                 edgeq's tflite target, plus its call overhead (the 1-conv chain minus its kernel).
+Each time is the fastest of many timed runs (contention on a shared machine only adds time);
+still, run it when the machine is as idle as it gets.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def fastest_seconds(fn, runs: int = 50, warmup: int = 5) -> float:
+    """The fastest of `runs` timed calls: other jobs on a shared machine only ever add time."""
+    for _ in range(warmup):
+        fn()
+    t = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    return float(np.min(t))
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def make_model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "calib", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+N_MATMUL = 256  # small enough that one product (~1 ms) fits in a scheduler slice on a busy machine
+
+
+def peak_fp32() -> float:
+    n = N_MATMUL
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    return 2 * n**3 / fastest_seconds(lambda: a @ b, runs=300)
+
+
+def peak_int8() -> float:
+    n = N_MATMUL
+    m = make_model([helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+                   [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+                   [numpy_helper.from_array(np.random.randint(-127, 127, (n, n)).astype(np.int8), "b")])
+    s = session(m)
+    a = np.random.randint(0, 255, (n, n)).astype(np.uint8)
+    return 2 * n**3 / fastest_seconds(lambda: s.run(None, {"a": a}), runs=300)
+
+
+def copy_bandwidth(nbytes: int, runs: int) -> float:
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    reps = max(1, (4 << 20) // nbytes)
+
+    def copy():
+        for _ in range(reps):
+            np.copyto(dst, src)
+
+    return 2 * nbytes * reps / fastest_seconds(copy, runs=runs)
+
+
+def overheads() -> tuple[float, float]:
+    from edgeq.runners import OrtRunner
+
+    def chain(k: int) -> float:
+        names = ["x"] + [f"t{i}" for i in range(k - 1)] + ["y"]
+        nodes = [helper.make_node("Neg", [names[i]], [names[i + 1]]) for i in range(k)]
+        m = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
+        runner = OrtRunner(m.SerializeToString(), threads=1)  # the path edgeq times artifacts through
+        x = {"x": np.ones((1, 16), np.float32)}
+        return fastest_seconds(lambda: runner.run(x), runs=2000, warmup=50)
+
+    t1, t41 = chain(1), chain(41)
+    per_op = (t41 - t1) / 40
+    return per_op, t1 - per_op
+
+
+def conv_chain(c: int, k: int, hw: int, group: int, depth: int = 6) -> onnx.ModelProto:
+    """`depth` identical convs (c -> c channels) with ReLU, as in a small mobile CNN."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(depth):
+        w, b = f"w{i}", f"b{i}"
+        inits += [numpy_helper.from_array((rng.normal(0, 1, (c, c // group, k, k)) / np.sqrt(c // group * k * k)).astype(np.float32), w),
+                  numpy_helper.from_array(rng.normal(0, 0.1, c).astype(np.float32), b)]
+        nodes += [helper.make_node("Conv", [x, w, b], [f"c{i}"], group=group, pads=[k // 2] * 4),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])], inits)
+
+
+def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 6, target: str = "ort") -> tuple[float, int]:
+    """Time of the float chain (onnxruntime), or of edgeq's own int8 artifact of it for `target`
+    (ort or tflite), run through edgeq's runner for that target as compile times it."""
+    import tempfile
+    from pathlib import Path
+
+    from edgeq.artifact import Artifact
+    from edgeq.pipeline import compile as edgeq_compile
+    from edgeq.runners import OrtRunner, make_runner
+
+    model = conv_chain(c, k, hw, group, depth)
+    macs = depth * c * hw * hw * (c // group) * k * k
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "chain.onnx"
+        onnx.save(model, path)
+        if int8:
+            report = edgeq_compile(str(path), target, calib="random", out=str(Path(d) / "out"), latency_runs=5)
+            runner = make_runner(Artifact(target, Path(report["targets"][0]["artifact"])), 1)
+        else:
+            runner = OrtRunner(path.read_bytes(), threads=1)
+        x = {"x": np.random.default_rng(1).normal(0, 1, (1, c, hw, hw)).astype(np.float32)}
+        return fastest_seconds(lambda: runner.run(x), runs=300, warmup=20), macs
+
+
+def conv_numbers(peak: float, int8: bool, per_op: float, call: float | None, target: str = "ort") -> dict:
+    """Per conv class: the fixed cost of one kernel, and the efficiency of the rest.
+    call=None: derive the runtime's call overhead from the 1-conv chain (LiteRT)."""
+    out = {}
+    for kind, shapes in SHAPES.items():
+        key = f"{kind}_{'int8' if int8 else 'fp32'}"
+        # fixed cost of one kernel of this class: 21 tiny convs minus 1, per conv
+        tiny = (8, 1, 4, 1) if kind == "dense" else (8, 3, 4, 8)
+        t1, _ = chain_seconds(*tiny, int8=int8, depth=1, target=target)
+        t21, _ = chain_seconds(*tiny, int8=int8, depth=21, target=target)
+        kernel = max((t21 - t1) / 20, per_op)
+        base = call if call is not None else max(t1 - kernel - (2 * per_op if int8 else 0), 0.0)
+        out.setdefault("call", base)
+        work = busy = 0.0  # pooled over the shapes, so the largest weighs most
+        for shape in shapes:
+            t, macs = chain_seconds(*shape, int8=int8, target=target)
+            # the int8 artifact adds a quantize and a dequantize kernel at its ends
+            work, busy = work + 2 * macs, busy + max(t - base - 6 * kernel - (2 * per_op if int8 else 0), 1e-9)
+        out[key] = (kernel, work / (peak * busy))
+    return out
+
+
+SHAPES = {  # (channels, kernel, hw, group) of 6-conv chains typical of small mobile CNNs
+    "dense": [(64, 1, 14, 1), (128, 1, 7, 1), (256, 1, 7, 1)],
+    "depthwise": [(64, 3, 14, 64), (128, 3, 7, 128), (256, 3, 7, 256)],
+}
+
+
+def elementwise_seconds() -> tuple[float, int]:
+    """GlobalAveragePool over 256x14x14 floats: one add per element read."""
+    m = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 14, 14])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 1, 1])])
+    s = session(m)
+    x = {"x": np.ones((1, 256, 14, 14), np.float32)}
+    return fastest_seconds(lambda: s.run(["y"], x), runs=300, warmup=20), 256 * 14 * 14
+
+
+def main() -> None:
+    host = f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), onnxruntime {ort.__version__}, numpy {np.__version__}"
+    print(f"# measured on this host: {host}; 1 thread")
+    p32, p8 = peak_fp32(), peak_int8()
+    dram, onchip = copy_bandwidth(48 << 20, runs=30), copy_bandwidth(128 << 10, runs=30)
+    per_op, call = overheads()
+    print(f"peak fp32 {p32 / 1e9:.1f} GOPS   peak int8 {p8 / 1e9:.1f} GOPS")
+    print(f"bandwidth {dram / 1e9:.1f} GB/s   on-chip {onchip / 1e9:.1f} GB/s")
+    print(f"op overhead {per_op * 1e6:.2f} us   call overhead {call * 1e6:.2f} us")
+    for int8, peak in ((False, p32), (True, p8)):
+        numbers = conv_numbers(peak, int8, per_op, call)
+        numbers.pop("call")
+        for key, (kernel, eff) in numbers.items():
+            print(f"kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+    if "--litert" in sys.argv:  # the LiteRT (XNNPACK) runtime, through edgeq's tflite target
+        lite = conv_numbers(p8, True, per_op, None, target="tflite")
+        print(f"litert call overhead {lite.pop('call') * 1e6:.2f} us")
+        for key, (kernel, eff) in lite.items():
+            print(f"litert kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+    t, n = elementwise_seconds()
+    print(f"efficiency elementwise {n / (p32 * max(t - call - per_op, 1e-9)):.3f}")
+
+
+if __name__ == "__main__":
+    main()

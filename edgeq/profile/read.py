@@ -1,0 +1,191 @@
+"""Read an artifact edgeq wrote (or a plain float ONNX model) back into Graph + plan for profiling.
+
+An int8 ONNX Runtime artifact is a QDQ model: the plan is recovered from it (weights stored
+as int8 behind DequantizeLinear, activations wrapped in QuantizeLinear/DequantizeLinear), and
+the float graph is the same model with the Q/DQ pairs removed and the weights dequantized.
+Other formats register a reader in READERS by file suffix as their targets appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgeq.errors import ModelError
+from edgeq.graph import Graph, node_name
+from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
+
+QDQ = {"QuantizeLinear", "DequantizeLinear"}
+INT_BITS = {onnx.TensorProto.INT8: (8, True), onnx.TensorProto.UINT8: (8, False),
+            onnx.TensorProto.INT16: (16, True), onnx.TensorProto.UINT16: (16, False)}
+
+
+@dataclass
+class ReadArtifact:
+    path: Path
+    target: str  # "ort", "tflite", or "onnx" for a plain float model
+    graph: Graph | None  # the float graph the costs are computed on (ONNX formats)
+    plan: QuantPlan | None  # None: float model
+    # formats without an ONNX graph give their costs directly:
+    # (quant costs, float costs, quant tensor bytes, float tensor bytes, input names, output names)
+    costs: tuple | None = None
+    artifact: object = None  # an edgeq.artifact.Artifact the target's runner can load
+    quantized_io: bool = False
+
+    @property
+    def quantized(self) -> bool:
+        return self.plan is not None or self.quantized_io
+
+    def input_specs(self) -> list:
+        return self.graph.inputs if self.graph is not None else self.artifact.inputs
+
+    def runner(self, threads: int):
+        from edgeq.runners import OrtRunner, make_runner
+
+        if self.artifact is not None:
+            from edgeq.lower import get_target
+
+            get_target(self.artifact.target)  # importing the target registers its runner
+            return make_runner(self.artifact, threads)
+        return OrtRunner(str(self.path), threads=threads, source=str(self.path))
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # DecodeError, ValidationError, ... : a corrupt or foreign file
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: not a readable ONNX model ({reason}); re-run `edgeq compile` to rewrite it") from None
+    if not model.graph.node:
+        raise ModelError(f"{path}: the ONNX model has no nodes; re-run `edgeq compile` to rewrite it")
+    return model
+
+
+def _infer(model: onnx.ModelProto, source: str) -> Graph:
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as e:
+        raise ModelError(f"{source}: shape inference failed: {str(e).splitlines()[0][:200]}") from None
+    return Graph(model, source)
+
+
+def undo_qdq(model: onnx.ModelProto, source: str) -> tuple[Graph, QuantPlan]:
+    """The float graph under a QDQ model, and the plan its Q/DQ nodes encode."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    alias: dict[str, str] = {}  # dequantized name -> float name
+    acts: dict[str, ActivationPlan] = {}
+    weight_floats: dict[str, np.ndarray] = {}
+    weight_bits: dict[str, tuple[int, list[float]]] = {}
+    drop: set[str] = set()
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            q = inits[n.input[0]]
+            x = numpy_helper.to_array(q).astype(np.float64)
+            scale = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
+            zp = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64) if len(n.input) > 2 and n.input[2] else 0.0
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and x.ndim > 0:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zp = scale.reshape(shape), np.asarray(zp).reshape(shape) if np.ndim(zp) else zp
+            weight_floats[n.output[0]] = ((x - zp) * scale).astype(np.float32)
+            bits = INT_BITS.get(q.data_type, (32, True))[0]
+            weight_bits[n.output[0]] = (bits, [float(s) for s in np.ravel(scale)])
+            drop.update(n.input)
+        elif n.op_type == "QuantizeLinear":
+            dqs = [c for c in consumers.get(n.output[0], []) if c.op_type == "DequantizeLinear"]
+            zp_t = inits.get(n.input[2]) if len(n.input) > 2 else None
+            bits, signed = INT_BITS.get(zp_t.data_type, (8, False)) if zp_t is not None else (8, False)
+            scale = float(numpy_helper.to_array(inits[n.input[1]]).ravel()[0]) if n.input[1] in inits else 1.0
+            zp = int(numpy_helper.to_array(zp_t).ravel()[0]) if zp_t is not None else 0
+            acts[n.input[0]] = ActivationPlan(n.input[0], bits, signed, scale, zp, observer="from artifact")
+            for dq in dqs:
+                alias[dq.output[0]] = n.input[0]
+    nodes = [n for n in g.node if n.op_type not in QDQ]
+    q_outputs = {n.output[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    if any(n.op_type == "DequantizeLinear" and n.input[0] not in inits and n.input[0] not in q_outputs for n in g.node):
+        raise ModelError(f"{source}: a DequantizeLinear reads a tensor no QuantizeLinear writes; not an edgeq QDQ artifact")
+    outputs = {o.name for o in g.output}
+    rename = {alias[o]: o for o in outputs if o in alias}  # the float producer takes the output's name back
+
+    def fix(name: str) -> str:
+        name = alias.get(name, name)
+        return rename.get(name, name)
+
+    new = onnx.helper.make_graph(
+        [], g.name, list(g.input), [onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None) for o in g.output],
+        [t for t in g.initializer if t.name not in drop and t.name not in weight_floats]
+        + [numpy_helper.from_array(v, k) for k, v in weight_floats.items()])
+    for o, src in zip(new.output, g.output):
+        o.CopyFrom(src)
+    for n in nodes:
+        m = onnx.NodeProto()
+        m.CopyFrom(n)
+        m.input[:] = [fix(i) for i in n.input]
+        m.output[:] = [rename.get(o, o) for o in n.output]
+        new.node.append(m)
+    fmodel = onnx.helper.make_model(new, opset_imports=list(model.opset_import))
+    fmodel.ir_version = model.ir_version
+    graph = _infer(fmodel, source)
+    plan = QuantPlan(model_sha256="", target="ort", mode="static")
+    for name, a in acts.items():
+        key = rename.get(name, name)
+        a.tensor = key
+        plan.activations[key] = a
+    for i, n in enumerate(graph.nodes):
+        for w in n.input[1:2]:
+            if w in weight_bits:
+                bits, scale = weight_bits[w]
+                plan.weights[w] = WeightPlan(w, node_name(n, i), n.op_type, list(graph.shape(w) or ()), bits, scale=scale,
+                                             input=n.input[0])
+    return graph, plan
+
+
+def read_onnx(path: Path) -> ReadArtifact:
+    model = _load_onnx(path)
+    if any(n.op_type in QDQ for n in model.graph.node):
+        graph, plan = undo_qdq(model, str(path))
+        return ReadArtifact(path, "ort", graph, plan)
+    from edgeq.passes import run_passes
+
+    # the same normalization compile applies (BN folded, Dropout gone), as the runtimes do too
+    return ReadArtifact(path, "onnx", run_passes(_infer(model, str(path))), None)
+
+
+def read_tflite(path: Path) -> ReadArtifact:
+    from edgeq.profile.read_tflite import read_tflite as read
+
+    return read(path)
+
+
+def read_coreml(path: Path) -> ReadArtifact:
+    from edgeq.profile.read_coreml import read_coreml as read
+
+    return read(path)
+
+
+READERS: dict[str, Callable[[Path], ReadArtifact]] = {".onnx": read_onnx, ".tflite": read_tflite, ".mlpackage": read_coreml}
+
+
+def read_artifact(path) -> ReadArtifact:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.suffix == ".ort":
+        raise ModelError(f"{path}: the .ort flatbuffer holds no graph edgeq can cost; profile the .ort.onnx file beside it")
+    reader = READERS.get(path.suffix)
+    if reader is None:
+        raise ModelError(f"{path}: cannot profile '{path.suffix}' files yet; profile an .onnx/.ort.onnx artifact "
+                         f"(readers: {', '.join(sorted(READERS))})")
+    return reader(path)

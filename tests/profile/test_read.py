@@ -1,0 +1,83 @@
+"""Reading artifacts back: the QDQ ORT model gives back its float graph and its plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeq.errors import ModelError
+from edgeq.profile.cost import op_costs
+from edgeq.profile.read import read_artifact
+
+
+def test_qdq_artifact_round_trip(small_compiled):
+    report, out, model = small_compiled
+    art = read_artifact(report["targets"][0]["artifact"])
+    assert art.target == "ort" and art.plan is not None
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in art.graph.nodes)
+    assert {w.node for w in art.plan.weights.values()} == {"conv1", "dw", "fc"}
+    assert all(w.bits == 8 for w in art.plan.weights.values())
+    assert "input" in art.plan.activations and "logits" in art.plan.activations
+    assert [o.name for o in art.graph.outputs] == ["logits"]
+    flt = read_artifact(model)
+    assert flt.target == "onnx" and flt.plan is None
+    macs = {c.name: c.macs for c in op_costs(flt.graph) if c.macs}
+    assert macs == {c.name: c.macs for c in op_costs(art.graph, art.plan) if c.macs}
+
+
+def test_corrupt_and_unknown_files(tmp_path):
+    bad = tmp_path / "bad.ort.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError, match="bad.ort.onnx: not a readable ONNX model"):
+        read_artifact(bad)
+    with pytest.raises(ModelError, match="no such file"):
+        read_artifact(tmp_path / "missing.onnx")
+    other = tmp_path / "model.xyz"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelError, match="cannot profile '.xyz'"):
+        read_artifact(other)
+
+
+def test_tflite_artifact(tmp_path, small_compiled):
+    """A .tflite edgeq wrote is costed from LiteRT's own op list and runs on LiteRT for timing."""
+    from edgeq.lower import available
+
+    if not available("tflite"):
+        pytest.skip("tflite target not present")
+    from edgeq.pipeline import compile as edgeq_compile
+    from edgeq.profile import profile_path
+
+    _, _, model = small_compiled
+    report = edgeq_compile(str(model), "tflite", calib="random", out=str(tmp_path / "out"), latency_runs=5)
+    art = read_artifact(report["targets"][0]["artifact"])
+    quant, flt = art.costs[0], art.costs[1]
+    macs = {c.op: c.macs for c in quant if c.macs}
+    assert macs["CONV_2D"] == 8 * 12 * 12 * 9 and macs["DEPTHWISE_CONV_2D"] == 8 * 6 * 6 * 9 and macs["FULLY_CONNECTED"] == 80
+    assert {c.precision for c in quant if c.macs} == {"int8"} and {c.precision for c in flt} == {"fp32"}
+    assert not any(c.op in ("QUANTIZE", "DEQUANTIZE") for c in flt)
+    prof = profile_path(art.path, ["rpi5"], 30.0, runs=5)
+    assert prof["target"] == "tflite" and prof["quantized"] and prof["host_measured"]["runs"] == 5
+    assert prof["devices"]["host_x86_64"]["quant"]["unit"] == "litert"
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"TFL3" + b"\x00" * 40)
+    with pytest.raises(ModelError, match="bad.tflite: not a readable TFLite model"):
+        read_artifact(bad)
+
+
+def test_mlpackage_artifact(tmp_path, small_compiled):
+    """An .mlpackage is costed from its ML program; the A17 Pro's Neural Engine computes it in int8."""
+    from edgeq.lower import available
+
+    if not available("coreml"):
+        pytest.skip("coreml target not present")
+    from edgeq.pipeline import compile as edgeq_compile
+    from edgeq.profile import profile_path
+
+    _, _, model = small_compiled
+    report = edgeq_compile(str(model), "coreml", calib="random", out=str(tmp_path / "out"), latency_runs=2)
+    art = read_artifact(report["targets"][0]["artifact"])
+    macs = sorted(c.macs for c in art.costs[0] if c.macs)
+    assert macs == sorted([8 * 12 * 12 * 9, 8 * 6 * 6 * 9, 80])
+    prof = profile_path(art.path, ["iphone_a17pro", "iphone_a15", "pixel8"], 30.0, runs=2)
+    a17, a15 = prof["devices"]["iphone_a17pro"]["quant"], prof["devices"]["iphone_a15"]["quant"]
+    assert a17["unit"] == "ane" and a17["precision"].get("int8") and not a15["precision"].get("int8")
+    assert "skipped" in prof["devices"]["pixel8"] and "reference executor" in prof["host_measured"]["note"]
