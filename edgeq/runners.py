@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import cache
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from edgeq.errors import ModelError
@@ -50,9 +51,21 @@ def check_runnable(graph) -> None:
     local_functions = {(f.domain, f.name) for f in graph.model.functions}
     for k, n in enumerate(graph.nodes):
         domain = n.domain or "ai.onnx"
-        if (domain, n.op_type) not in ops and (n.domain, n.op_type) not in local_functions:
+        if (domain, n.op_type) == ("ai.onnx", "Constant"):  # no kernel: onnxruntime turns it into an initializer
+            continue
+        if (domain, n.op_type) not in ops and (n.domain, n.op_type) not in local_functions \
+                and not _has_function_body(n, graph.opset):  # onnxruntime expands those (e.g. HardSwish-14)
             raise ModelError(f"{graph.source}: node '{node_name(n, k)}': op {domain}::{n.op_type} has no onnxruntime CPU kernel; "
                              "replace it with standard ONNX ops (or a function) before compiling")
+
+
+def _has_function_body(node, opset: int) -> bool:
+    """An ONNX op defined by a function body: onnxruntime inlines it instead of registering a kernel."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except Exception:
+        return False
+    return bool(schema.has_function or schema.has_context_dependent_function)
 
 
 def ort_session(model, threads: int = 1, optimize: bool = True, source: str = "model", optimized_path: str | None = None,

@@ -36,7 +36,11 @@ INT8_KERNELS = {
 
 
 def cpu_ops() -> frozenset[str]:
-    return frozenset(op for domain, op in ort_cpu_ops() if domain == "ai.onnx")
+    """Ops onnxruntime's CPU provider runs: its kernels, plus ONNX ops defined by a function
+    body (e.g. HardSwish-14), which it inlines."""
+    kernels = {op for domain, op in ort_cpu_ops() if domain == "ai.onnx"}
+    functions = {s.name for s in onnx.defs.get_all_schemas() if s.domain == "" and (s.has_function or s.has_context_dependent_function)}
+    return frozenset(kernels | functions)
 
 
 def lower_weighted(ctx: LoweringContext, node: onnx.NodeProto) -> None:
@@ -220,6 +224,8 @@ def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> N
             w.bits = 7
             w.scale = [float(np.float32(s * 127 / 63)) for s in w.scale]
             w.rounding = w.rounding or "nearest"
+            if w.derived is not None:  # the parameters are now those of 7 bits (a plan edit compares to this)
+                w.derived = {**w.derived, "bits": 7}
     plan.constraints["ort_reduce_range"] = "8-bit weights on the 7-bit grid: x86 int8 kernels saturate without VNNI"
 
 

@@ -8,6 +8,7 @@ time, so a conversion is emitted once however many consumers need it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from edgeq.errors import PlanError
 from edgeq.graph import Graph
 from edgeq.lower.tflite import layout as L
-from edgeq.lower.tflite.schema import ModelWriter, Quant, fb
+from edgeq.lower.tflite.schema import NUMPY_TYPES, ModelWriter, Quant, fb
 from edgeq.quant.linear import affine_params, quantize
 from edgeq.quant.plan import ActivationPlan, QuantPlan
 
@@ -27,11 +28,15 @@ class TfliteOptions:
     fallback: str = "error"  # error | float: an op without an integer kernel stays float
     weights: str = "auto"  # auto | float32 | float16 (weight storage when the plan keeps them float)
     int4: bool = True  # native INT4 for 4-bit FULLY_CONNECTED / CONV_2D weights
+    android_api: int | None = None  # report NNAPI compatibility at this Android API level
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TfliteOptions:
         d = d or {}
-        o = cls(**{k: d[k] for k in ("io_dtype", "io_layout", "fallback", "weights", "int4") if k in d and d[k] is not None})
+        o = cls(**{k: d[k] for k in ("io_dtype", "io_layout", "fallback", "weights", "int4", "android_api")
+                   if k in d and d[k] is not None})
+        if o.android_api is not None and not (isinstance(o.android_api, int) and 21 <= o.android_api <= 40):
+            raise PlanError(f"tflite option android_api={o.android_api!r}: give an Android API level such as 30")
         for name, allowed in (("io_dtype", ("float32", "int8")), ("io_layout", ("nchw", "nhwc")),
                               ("fallback", ("error", "float")), ("weights", ("auto", "float32", "float16"))):
             if getattr(o, name) not in allowed:
@@ -46,9 +51,11 @@ class Ctx:
     opts: TfliteOptions
     w: ModelWriter = field(default_factory=ModelWriter)
     values: dict = field(default_factory=dict)  # onnx name -> {(layout, kind): tensor index}
-    skip: set = field(default_factory=set)  # nodes fused into their producer
+    skip: set = field(default_factory=set)  # first outputs of nodes fused into their producer
     notes: list = field(default_factory=list)
     float_nodes: list = field(default_factory=list)  # nodes kept float inside an integer model
+    names: set = field(default_factory=set)
+    extra_counts: Counter = field(default_factory=Counter)
 
     # -- facts about ONNX values ------------------------------------------------------
     def shape(self, name: str) -> list[int]:
@@ -57,6 +64,18 @@ class Ctx:
     def act(self, name: str) -> ActivationPlan | None:
         a = self.plan.activations.get(name) if self.plan.mode == "static" else None
         return a if a is not None and a.bits is not None else None
+
+    @property
+    def width(self) -> int:
+        """The integer width of the model's activations (8, or 16 for int16x8)."""
+        return 16 if any(a.bits == 16 for a in self.plan.activations.values()) else 8
+
+    def grid_for(self, lo: float, hi: float) -> tuple[float, int, int]:
+        """(scale, zero point, bits) for a tensor the plan does not name (constants, expansion temporaries)."""
+        if self.width == 16:  # LiteRT's int16 tensors are symmetric
+            return max(abs(lo), abs(hi), 1e-12) / 32767, 0, 16
+        scale, zp = affine_params(lo, hi, 8)
+        return scale, zp, 8
 
     def act_quant(self, name: str) -> Quant:
         a = self.act(name)
@@ -70,11 +89,58 @@ class Ctx:
 
     # -- tensors ----------------------------------------------------------------------
     def new(self, name: str, shape, dtype: str, quant: Quant | None = None, data=None) -> int:
+        base, k = name, 1
+        while name in self.names:  # LiteRT tolerates duplicates; readers of the artifact should not have to
+            name, k = f"{base};{k}", k + 1
+        self.names.add(name)
         return self.w.add_tensor(name, shape, dtype, data, quant)
+
+    def temp(self, like: str, suffix: str, shape, kind: str, quant: Quant | None = None) -> int:
+        """An intermediate LiteRT tensor with no ONNX counterpart."""
+        dtype = "float32" if kind == "float" else (self.qtype(like) if self.act(like) else f"int{self.width}")
+        return self.new(f"{like}/{suffix}", shape, dtype, quant if kind == "q" else None)
+
+    def kind(self, node, outs: list[str] | None = None, int_ok: bool = True, weight: str | None = None,
+             int16_ok: bool = True) -> str:
+        """"q" when the plan puts every float input and output of the node on an integer grid."""
+        from edgeq.errors import UnsupportedOpError
+
+        if self.plan.mode != "static":
+            return "float"
+        if weight is not None:
+            wp = self.plan.weights.get(weight)
+            if wp is None or wp.bits is None:
+                return "float"
+        tensors = [i for i in node.input if i and not self.graph.is_const(i)] + list(outs if outs is not None else node.output)
+        tensors = [t for t in tensors if t and self.graph.dtype(t) in (None, "float32")]
+        if not tensors or any(self.act(t) is None for t in tensors):
+            return "float"
+        if not int_ok or not int16_ok and self.width == 16:
+            if self.opts.fallback == "float":
+                self.float_nodes.append(node.name or node.op_type)
+                return "float"
+            raise UnsupportedOpError(node.name or node.op_type, node.op_type, "tflite",
+                                     f"LiteRT has no int{self.width} kernel for it; pass --fallback float to keep it float "
+                                     "between DEQUANTIZE/QUANTIZE, or set its activations to null in the plan")
+        return "q"
+
+    def write_requantized(self, name: str, layout: str, src: int) -> None:
+        """Move `src` (a kernel's required output grid) onto the plan's grid for `name`."""
+        dst = self.output(name, layout, "q")
+        self.w.add_op("QUANTIZE", [src], [dst])
+
+    def q_output(self, name: str, layout: str, required: Quant | None) -> tuple[int, bool]:
+        """(tensor to write, needs requantize) for a kernel that fixes its output grid."""
+        plan_q = self.act_quant(name)
+        if required is None or (np.float32(required.scale[0]) == np.float32(plan_q.scale[0])
+                                and required.zero_point[0] == plan_q.zero_point[0]):
+            return self.output(name, layout, "q"), False
+        shape = L.stored_shape(self.shape(name), layout)
+        return self.new(f"{name}/kernel_grid", shape, self.qtype(name), required), True
 
     def const_tensor(self, name: str, value: np.ndarray, dtype: str | None = None, quant: Quant | None = None) -> int:
         value = np.asarray(value)
-        dtype = dtype or {np.dtype(np.float64): "float32", np.dtype(np.int64): "int32"}.get(value.dtype, str(value.dtype))
+        dtype = dtype or ("float32" if value.dtype == np.float64 else str(value.dtype))
         return self.new(name, value.shape, dtype, quant, value)
 
     def int32(self, name: str, values) -> int:
@@ -86,7 +152,8 @@ class Ctx:
         if kind == "q":
             t = self.new(name, shape, self.qtype(name), quant or self.act_quant(name))
         else:
-            t = self.new(name, shape, "float32")
+            dtype = self.graph.dtype(name) or "float32"
+            t = self.new(name, shape, dtype if dtype in NUMPY_TYPES else "float32")
         self.values.setdefault(name, {})[(layout, kind)] = t
         return t
 
@@ -105,16 +172,22 @@ class Ctx:
             layout = "nhwc" if any(lay == "nhwc" for lay, _ in have) else "onnx"
         if (layout, kind) in have:
             return have[(layout, kind)]
-        same_layout = [k for lay, k in have if lay == layout]
-        if same_layout:  # change kind only
-            src = have[(layout, same_layout[0])]
-            return self._convert_kind(name, src, layout, kind)
-        (lay0, k0), src = next(iter(sorted(have.items())))
-        if k0 != kind and (lay0, kind) not in have:
-            src = self._convert_kind(name, src, lay0, kind)
-        else:
-            src = have[(lay0, kind)]
-        return self._convert_layout(name, src, lay0, layout, kind)
+        items = sorted(have.items())
+        for (lay, _), t in items:
+            if lay == layout:  # change kind only
+                return self._convert_kind(name, t, layout, kind)
+        for (lay, k), t in items:
+            if k == kind:  # change layout only
+                return self._convert_layout(name, t, lay, layout, kind)
+        (lay, k), t = items[0]
+        if k == "q":  # move int8 data (smaller), then dequantize
+            return self._convert_kind(name, self._convert_layout(name, t, lay, layout, k), layout, kind)
+        return self._convert_layout(name, self._convert_kind(name, t, lay, kind), lay, layout, kind)
+
+    def get_any(self, name: str, kind: str = "float") -> tuple[int, str]:
+        """(tensor, layout) of `name` in whichever layout it already lives (NHWC first)."""
+        layout = "nhwc" if self.const(name) is None and "nhwc" in self.layouts(name) else "onnx"
+        return self.get(name, layout, kind), layout
 
     def _convert_kind(self, name: str, src: int, layout: str, kind: str) -> int:
         dst = self.output(name, layout, kind)
@@ -145,9 +218,8 @@ class Ctx:
             a = self.act(name)
             if a is not None:
                 scale, zp, bits = a.scale, a.zero_point, a.bits
-            else:  # a constant operand the plan does not cover: its own exact range (8-bit)
-                scale, zp = affine_params(float(value.min(initial=0)), float(value.max(initial=0)), 8)
-                bits = 8
+            else:  # a constant operand the plan does not cover: its own exact range, at the model's width
+                scale, zp, bits = self.grid_for(float(value.min(initial=0)), float(value.max(initial=0)))
             q = quantize(v, scale, zp, bits)
             t = self.const_tensor(f"{name}_{layout}_q", q.astype(np.int16 if bits == 16 else np.int8),
                                   "int16" if bits == 16 else "int8", Quant([scale], [zp]))
@@ -179,7 +251,7 @@ class Ctx:
                 act = {(0.0, 6.0): fb.ActivationFunctionType.RELU6, (-1.0, 1.0): fb.ActivationFunctionType.RELU_N1_TO_1,
                        (0.0, float("inf")): fb.ActivationFunctionType.RELU}.get((lo, hi))
             if act is not None:
-                self.skip.add(id(u))
+                self.skip.add(u.output[0])
                 return u.output[0], act
         return out, fb.ActivationFunctionType.NONE
 

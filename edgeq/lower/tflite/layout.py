@@ -60,6 +60,8 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
             dims[0].Clear()
             dims[0].dim_value = batch
     g = infer(g)
+    if lift_1d(g):
+        g = infer(g)
     for _ in range(8):
         changed = _fold_shapes(g)
         g = PASSES["fold_constants"](g)
@@ -103,3 +105,56 @@ def check_static(g: Graph, target: str) -> None:
                 raise ModelError(
                     f"{g.source}: node '{node_name(n, k)}' ({n.op_type}) output '{o}' has a dynamic shape {list(shape or [])} "
                     f"that {target} cannot hold; bind the inputs with --input-shape or export the model with static shapes")
+
+
+LIFTED_1D = ("Conv", "ConvTranspose", "MaxPool", "AveragePool")
+
+
+def lift_1d(g: Graph) -> bool:
+    """1-D Conv / ConvTranspose / pools as their 2-D form on an [N, C, 1, L] view (LiteRT is 2-D).
+
+    Unsqueeze(axis 2) -> the 2-D op with a height-1 window -> Squeeze(axis 2), in ONNX itself,
+    so the lowering sees only 2-D windows.
+    """
+    from onnx import helper
+
+    changed = False
+    nodes = []
+    inits = {t.name: t for t in g.model.graph.initializer}
+    for n in g.model.graph.node:
+        shape = g.shape(n.input[0]) if n.op_type in LIFTED_1D else None
+        w = inits.get(n.input[1]) if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1 else None
+        if shape is None or len(shape) != 3 or (n.op_type in ("Conv", "ConvTranspose") and w is None):
+            nodes.append(n)
+            continue
+        changed = True
+        axes = f"{n.name or n.output[0]}_lift_axes"
+        as_input = g.opset >= 13  # Unsqueeze / Squeeze take axes as an input from opset 13
+        if as_input:
+            g.model.graph.initializer.append(numpy_helper.from_array(np.asarray([2], np.int64), axes))
+        kw = {} if as_input else {"axes": [2]}
+        x4, y4 = f"{n.input[0]}_as_2d", f"{n.output[0]}_as_2d"
+        nodes.append(helper.make_node("Unsqueeze", [n.input[0], axes][: 1 + as_input], [x4], name=f"{n.name}_lift", **kw))
+        inputs = [x4, *n.input[1:]]
+        if w is not None:
+            w4 = numpy_helper.to_array(w)
+            w4 = w4.reshape(w4.shape[0], w4.shape[1], 1, w4.shape[2])
+            g.model.graph.initializer.append(numpy_helper.from_array(w4, f"{w.name}_as_2d"))
+            inputs[1] = f"{w.name}_as_2d"
+        attrs = {}
+        for a in n.attribute:
+            v = helper.get_attribute_value(a)
+            if a.name in ("kernel_shape", "strides", "dilations", "output_padding"):
+                v = [1 if a.name != "output_padding" else 0, *v]
+            elif a.name == "pads":
+                v = [0, v[0], 0, v[1]]
+            elif a.name == "output_shape":
+                v = [1, *v]
+            attrs[a.name] = v
+        nodes.append(helper.make_node(n.op_type, inputs, [y4, *n.output[1:]], name=n.name, **attrs))
+        nodes.append(helper.make_node("Squeeze", [y4, axes][: 1 + as_input], [n.output[0]], name=f"{n.name}_unlift", **kw))
+    if changed:
+        del g.model.graph.node[:]
+        g.model.graph.node.extend(nodes)
+        g.refresh()
+    return changed

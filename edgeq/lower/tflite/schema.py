@@ -25,10 +25,10 @@ BUFFER_ALIGN = 16
 TENSOR_TYPES = {
     "float32": fb.TensorType.FLOAT32, "float16": fb.TensorType.FLOAT16, "int32": fb.TensorType.INT32,
     "uint8": fb.TensorType.UINT8, "int64": fb.TensorType.INT64, "bool": fb.TensorType.BOOL,
-    "int16": fb.TensorType.INT16, "int8": fb.TensorType.INT8, "int4": fb.TensorType.INT4,
+    "int16": fb.TensorType.INT16, "int8": fb.TensorType.INT8, "int4": fb.TensorType.INT4, "float64": fb.TensorType.FLOAT64,
 }
 NUMPY_TYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "uint8": np.uint8,
-               "int64": np.int64, "bool": np.bool_, "int16": np.int16, "int8": np.int8}
+               "int64": np.int64, "bool": np.bool_, "int16": np.int16, "int8": np.int8, "float64": np.float64}
 
 
 @dataclass
@@ -151,3 +151,15 @@ class ModelWriter:
         builder = flatbuffers.Builder(1024)
         builder.Finish(m.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(builder.Output())
+
+
+def read_model(data: bytes) -> fb.ModelT:
+    """Parse a .tflite back into the schema's object API (for tests and inspection)."""
+    return fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+
+
+def op_names(model: fb.ModelT) -> list[str]:
+    """Builtin operator name of every operator of the main subgraph, in order."""
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[o.opcodeIndex]] for o in model.subgraphs[0].operators]

