@@ -17,14 +17,20 @@ from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, write_text
 from edgeq.frontend import load
 from edgeq.graph import Graph
-from edgeq.lower import get_target
+from edgeq.lower import get_target, target_data
 from edgeq.passes import run_passes
-from edgeq.profile import measure_latency, one_sample
+from edgeq.profile import measure_latency, one_sample, profile_artifact
+from edgeq.profile.devices import load_devices
+from edgeq.quant.act_precision import before_plan
 from edgeq.quant.build import int8_plan
 from edgeq.quant.calibrate import observe
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
+from edgeq.quant.mixed import build_mixed_plan, refresh_plan
 from edgeq.quant.plan import QuantPlan
+from edgeq.quant.quality import data_warnings
+from edgeq.quant.simulate import plan_graph
 from edgeq.report import write_report
+from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner
 from edgeq.verify import compare
 
@@ -44,6 +50,9 @@ class Options:
     progress: bool = False
     seed: int = 0
     target_options: dict = field(default_factory=dict)
+    quant: object = None  # edgeq.quant.mixed.QuantOptions (bits, budgets, rounding); None = uniform int8
+    devices: list[str] = field(default_factory=list)  # device profiles to estimate on (targets/devices/*.toml)
+    rate: float = 30.0  # inferences per second, for battery per hour
 
 
 def _progress(label: str, length: int, enabled: bool):
@@ -93,22 +102,47 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     if val is None:
         val = random_dataset(graph.inputs, 16, opts.seed)
         facts["validation_note"] = "no --val or --calib: verified on random inputs, so only fidelity (not accuracy) is meaningful"
+    act = before_plan(graph, calib, opts)  # --act-bits checked; sentinel masks scaled (quant/act_precision.py)
+    opts = act.opts
     if opts.plan is not None:
         plan = QuantPlan.load(Path(opts.plan))
         plan.check_against(graph, str(opts.plan))
+        for t in refresh_plan(graph, plan):  # edited layers get parameters for their new settings
+            facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest)")
+    elif opts.quant is not None and not opts.quant.is_default():
+        allowed = sorted(set.intersection(*[set(target_data(t).get("weight_bits", range(2, 9))) for t in opts.targets]))
+        plan = build_mixed_plan(graph, calib, opts.targets[0] if len(opts.targets) == 1 else None, allowed, opts.quant,
+                                lambda label, n: _progress(label, n, opts.progress))
+        if len(modules) == 1:  # several targets: each adjusts its own copy (run_compile)
+            adjust_for_target(graph, plan, modules[0], opts)
     else:
         with _progress("calibrating", len(calib), opts.progress) as bar:
             ranges = observe(graph, calib, progress=bar.update)
         plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
         plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
-        for mod in modules:  # targets whose kernels require particular ranges (e.g. softmax output)
-            if hasattr(mod, "adjust_plan"):
-                mod.adjust_plan(graph, plan, opts.target_options)
+        if len(modules) == 1:  # several targets: each adjusts its own copy (run_compile)
+            adjust_for_target(graph, plan, modules[0], opts)
+    act.after_plan(graph, plan, calib, facts)  # --act-bits auto: int8 / int16 / float per activation
     if calib is not None and calib.random:
         facts["warnings"] += calib.notes
     if calib is not None and len(calib) < 32 and not calib.random:
         facts["warnings"].append(f"calibration set is small ({len(calib)} samples); ranges may not cover real inputs (32+ recommended)")
+    facts["warnings"] += data_warnings(graph, plan, calib, val)  # degenerate data, validation coverage
     return plan, calib, val, facts
+
+
+def adjust_for_target(graph: Graph, plan: QuantPlan, mod, opts: Options) -> QuantPlan:
+    """Let a target set what its kernels require (softmax output grid, ORT's 7-bit weights)."""
+    if hasattr(mod, "adjust_plan"):
+        mod.adjust_plan(graph, plan, opts.target_options)
+    return plan
+
+
+def plan_for_target(graph: Graph, plan: QuantPlan, mod, modules, opts: Options) -> QuantPlan:
+    """With several targets the shared plan stays neutral; each target lowers an adjusted copy."""
+    if len(modules) == 1 or opts.plan is not None or not hasattr(mod, "adjust_plan"):
+        return plan
+    return adjust_for_target(graph, QuantPlan.from_dict(plan.to_dict()), mod, opts)
 
 
 def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:  # noqa: A001
@@ -120,11 +154,13 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 
 def run_compile(model, opts: Options) -> dict:
     modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
+    load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
     plan, calib, val, facts = make_plan(graph, opts, modules)
+    lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
     for mod in modules:
         if hasattr(mod, "check_plan"):
-            mod.check_plan(graph, plan, opts.target_options)
+            mod.check_plan(lowered, plan, opts.target_options)
     stem = model_stem(model)
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
@@ -133,7 +169,10 @@ def run_compile(model, opts: Options) -> dict:
     entries = []
     with StagingDir(opts.out) as staging:
         for name, mod in zip(opts.targets, modules):
-            artifact = mod.lower(graph, plan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
+            tplan = plan_for_target(graph, plan, mod, modules, opts)
+            if tplan is not plan and tplan.sha256() != plan.sha256():
+                write_text(staging.path / f"plan.{name}.json", tplan.to_json())  # what this target lowered, exactly
+            artifact = mod.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
             runner = make_runner(artifact, opts.threads)
             with _progress(f"verifying {name}", len(val), opts.progress) as bar:
                 got = {}
@@ -144,10 +183,15 @@ def run_compile(model, opts: Options) -> dict:
             got = {k: np.concatenate(v) for k, v in got.items()}
             verify = compare(ref, got, val.labels)
             quant_lat = measure_latency(runner, one_sample(val), runs=opts.latency_runs)
-            entries.append(target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, opts, staging.path))
+            entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
+            if tplan is not plan and tplan.sha256() != plan.sha256():
+                entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
+            entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
+                                                      getattr(runner, "load_seconds", None), opts.threads)
         report = build_report(graph, plan, calib, val, facts, entries, model)
         write_text(staging.path / "plan.json", plan.to_json())
         write_report(report, staging.path)
+        write_html(report, staging.path)
     return report
 
 
@@ -201,8 +245,12 @@ def build_report(graph, plan, calib, val, facts, entries, model) -> dict:
         "validation": {"source": val.source, "samples": len(val), "labels": val.labels is not None,
                        "note": facts.get("validation_note")},
         "plan": {"mode": plan.mode, "weights": len(plan.weights), "activations": len(plan.activations),
-                 "avg_weight_bits": round(plan.avg_weight_bits(), 3), "sha256": plan.sha256()},
+                 "avg_weight_bits": round(plan.avg_weight_bits(), 3), "sha256": plan.sha256(),
+                 "layers_by_bits": {("float" if b is None else str(b)): sum(1 for w in plan.weights.values() if w.bits == b)
+                                    for b in sorted({w.bits for w in plan.weights.values()}, key=lambda b: b or 99)},
+                 "predicted": plan.predicted, "budget": {k: v for k, v in plan.budget.items() if k != "sensitivity"}},
         "warnings": facts["warnings"],
+        "act_precision": facts.get("act_precision"),  # activations kept wide, sentinel / SmoothQuant rewrites
         "targets": entries,
     }
 

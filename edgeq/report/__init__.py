@@ -45,7 +45,10 @@ def table(report: dict) -> str:
         lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
         lines.append(f"  -> {t['artifact']}")
         lines += device_lines(t.get("profile"))
-        lines += [f"  note: {n}" for n in t.get("notes", [])]
+        notes = t.get("notes", [])
+        lines += [f"  note: {n}" for n in notes[:3]]
+        if len(notes) > 3:
+            lines.append(f"  (+{len(notes) - 3} more notes in report.json)")
     if report["validation"].get("note"):
         lines.append(f"\nnote: {report['validation']['note']}")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
