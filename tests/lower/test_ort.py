@@ -86,3 +86,14 @@ def test_python_api_and_random_calibration(tmp_path, small_model):
     report = edgeq_compile(str(small_model), target="ort", calib="random", out=tmp_path / "r")
     assert report["calibration"]["random"] is True
     assert any("meaningless" in w for w in report["warnings"])
+
+
+def test_several_targets_keep_the_shared_plan_neutral(tmp_path, small_model, small_calib):
+    out, report = _compile(tmp_path, small_model, small_calib, "multi", "--target", "ort", "--target", "tflite")
+    shared = json.loads((out / "plan.json").read_text())
+    ort_plan = json.loads((out / "plan.ort.json").read_text())
+    assert {w["bits"] for w in shared["weights"].values()} == {8}
+    assert {w["bits"] for w in ort_plan["weights"].values()} == {7}  # ORT's reduce_range, for ORT only
+    bits = {t["target"]: t["avg_weight_bits"] for t in report["targets"]}
+    assert bits == {"ort": 7.0, "tflite": 8.0}
+    assert report["targets"][0]["plan_file"].endswith("plan.ort.json")
