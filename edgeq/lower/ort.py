@@ -126,8 +126,13 @@ class LoweringContext:
         self.int4_used = False
 
     def grid_notes(self) -> list[str]:
-        return [f"{len(nodes)} layer(s) with {bits}-bit weights stored on the int8 grid (codes within ±{2 ** (bits - 1) - 1}): "
-                + ", ".join(nodes[:4]) + (", ..." if len(nodes) > 4 else "") for bits, nodes in sorted(self.on_int8_grid.items())]
+        notes = []
+        for bits, nodes in sorted(self.on_int8_grid.items()):
+            why = " (reduce_range: x86 int8 kernels saturate on CPUs without VNNI; see targets/ort.toml)" \
+                if bits == 7 and "ort_reduce_range" in self.plan.constraints else ""
+            notes.append(f"{len(nodes)} layer(s) with {bits}-bit weights stored on the int8 grid (codes within ±{2 ** (bits - 1) - 1}){why}: "
+                         + ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else ""))
+        return notes
 
     def act_scale(self, name: str | None) -> float | None:
         a = self.plan.activations.get(name) if name else None
