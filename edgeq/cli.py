@@ -60,6 +60,62 @@ def _data_options(f):
     return f
 
 
+def _quant_options(f):
+    """Mixed-precision flags (edgeq/quant/mixed.py); none given = the uniform int8 recipe."""
+    opts = [
+        click.option("--no-cache", "no_cache", is_flag=True, default=None, help="Recompute layer sensitivities (ignore ~/.cache/edgeq)."),
+        click.option("--act-bits", default=None, metavar="8|16|auto",
+                     help="Activation bits (static mode); auto: int8, int16 or float per tensor by measured sensitivity."),
+        click.option("--codebook", type=click.Choice(["kmeans", "nf4"]), default=None, help="Palette codebook (--scheme palette)."),
+        click.option("--block-size", type=int, default=None, help="Block size for per_block (or channels per palette group)."),
+        click.option("--granularity", type=click.Choice(["per_tensor", "per_channel", "per_block"]), default=None,
+                     help="Weight scale granularity (default per_channel)."),
+        click.option("--scheme", type=click.Choice(["symmetric", "asymmetric", "palette"]), default=None,
+                     help="Weight scheme (default symmetric)."),
+        click.option("--rounding", type=click.Choice(["nearest", "gptq", "awq"]), default=None,
+                     help="Weight rounding: nearest, GPTQ error compensation, or AWQ channel scaling."),
+        click.option("--weight-only", "weight_only", is_flag=True, default=None, help="Same as --mode weight_only."),
+        click.option("--mode", type=click.Choice(["static", "weight_only", "dynamic"]), default=None,
+                     help="static: weights + activations; weight_only: activations float; dynamic: ORT runtime activations."),
+        click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]), default=None,
+                     help="Activation range observer (auto: per tensor, the lowest quantization error)."),
+        click.option("--bits", "bits_overrides", multiple=True, metavar="PATTERN=B", help="Bits for matching layers, e.g. 'conv1=8'."),
+        click.option("--keep-float", multiple=True, metavar="PATTERN", help="Keep matching layers float, e.g. 'classifier*'."),
+        click.option("--metric", default=None, metavar="MODULE:FUNCTION",
+                     help="Metric for --max-drop: FUNCTION(outputs, labels) -> float, higher is better."),
+        click.option("--max-drop", default=None, metavar="PCT", help="Smallest plan whose metric drops at most this much, e.g. 1%."),
+        click.option("--size-budget", default=None, metavar="SIZE", help="Weights + params budget, e.g. 300KB."),
+        click.option("--avg-bits", type=float, default=None, help="Average weight bits; bits per layer by sensitivity."),
+        click.option("--weight-bits", type=int, default=None, help="Bits for every weight when no budget is given (default 8)."),
+        click.option("--max-bits", type=int, default=None,
+                     help="Highest weight bits to use (7 avoids int8 saturation in ORT's kernels on x86 without VNNI)."),
+    ]
+    for o in opts:
+        f = o(f)
+    return f
+
+
+QUANT_KEYS = ("no_cache", "act_bits", "codebook", "block_size", "granularity", "scheme", "rounding", "weight_only", "mode",
+              "calib_method", "bits_overrides", "keep_float", "metric", "max_drop", "size_budget", "avg_bits", "weight_bits",
+              "max_bits")
+
+
+def _pop_quant(kw: dict):
+    """Take the mixed-precision flags out of kw; a QuantOptions, or None when none was given."""
+    from edgeq.quant.act_precision import parse_act_bits
+    from edgeq.quant.mixed import QuantOptions
+
+    v = {k: kw.pop(k, None) for k in QUANT_KEYS}
+    q = QuantOptions(
+        bits=v["weight_bits"] or 8, avg_bits=v["avg_bits"], size_budget=v["size_budget"], max_drop=v["max_drop"],
+        metric=v["metric"], keep_float=list(v["keep_float"] or []), bits_overrides=list(v["bits_overrides"] or []),
+        calib_method=v["calib_method"] or "minmax", mode="weight_only" if v["weight_only"] else v["mode"] or "static",
+        rounding=v["rounding"] or "nearest", scheme=v["scheme"] or "symmetric", granularity=v["granularity"] or "per_channel",
+        block_size=v["block_size"], codebook=v["codebook"], act_bits=parse_act_bits(v["act_bits"] or 8),
+        use_cache=not v["no_cache"], max_bits=v["max_bits"])
+    return None if q.is_default() else q
+
+
 def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
     from edgeq.frontend import parse_input_shapes
     from edgeq.pipeline import Options
@@ -78,7 +134,27 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--threads", default=1, show_default=True, help="Threads for the runtimes when verifying and timing.")
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
-def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort_format, as_json, seed):  # noqa: A001
+@click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
+              help="tflite/tflm: artifact I/O dtype (int8: the plan's grid at the boundary; default float32).")
+@click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
+              help="tflite/tflm: rank-4 I/O in NHWC, so the artifact has no boundary transposes.")
+@click.option("--fallback", type=click.Choice(["error", "float"]), default=None,
+              help="tflite: an op with no integer kernel stays float between DEQUANTIZE/QUANTIZE instead of an error.")
+@click.option("--weights-dtype", "weights", type=click.Choice(["float32", "float16"]), default=None,
+              help="tflite: storage of the weights the plan keeps float.")
+@click.option("--android-api", "android_api", type=click.IntRange(21, 40), default=None,
+              help="tflite: report which ops NNAPI runs at this Android API level (NNAPI is deprecated from Android 15).")
+@click.option("--min-os", "min_os", type=click.Choice(["ios16", "ios17", "ios18"]), default=None,
+              help="coreml: deployment target (default: the lowest that holds the plan; int4/per-block/3-bit need ios18, W8A8 ios17).")
+@click.option("--coreml-precision", "coreml_precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="coreml: compute precision (default fp16).")
+@click.option("--device", "devices", multiple=True, metavar="NAME",
+              help="Also estimate latency, energy and battery on this device (repeat; `edgeq devices` lists them).")
+@click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
+@click.option("--int4", "ort_int4", is_flag=True, default=None,
+              help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
+@_quant_options
+def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -86,10 +162,14 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
     plan.json (the quantization plan used) and report.json (every number shown).
     """
     from edgeq.pipeline import run_compile
+    from edgeq.profile import parse_rate
     from edgeq.report import table
 
+    quant = _pop_quant(target_kw)
+    profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
     opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, threads=threads,
-                    ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty())
+                    ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
+                    target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
     report = run_compile(model, opts)
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else table(report))
 
@@ -101,14 +181,16 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
 @click.option("--out", "-o", default="out", show_default=True, help="Folder for plan.json.")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan on stdout as well.")
-def plan(model, targets, calib, val, out, input_shapes, as_json, seed):
+@_quant_options
+def plan(model, targets, calib, val, out, input_shapes, as_json, seed, **quant_kw):
     """Calibrate MODEL and write only the quantization plan (OUT/plan.json).
 
     Edit it (bits, scales, float layers) and apply it with `edgeq compile --plan`.
     """
     from edgeq.pipeline import write_plan
 
-    opts = _options(model, targets, calib, val, out, input_shapes, seed, progress=not as_json and sys.stderr.isatty())
+    opts = _options(model, targets, calib, val, out, input_shapes, seed, progress=not as_json and sys.stderr.isatty(),
+                    quant=_pop_quant(quant_kw))
     p = write_plan(model, opts)
     if as_json:
         click.echo(p.to_json(), nl=False)
@@ -145,6 +227,43 @@ def targets(as_json):
         click.echo(f"{t['name']:<8} {t['description']}")
         click.echo(f"{'':<8} weights {t['weight_bits']} bits, activations {t['activation_bits']} bits, "
                    f"{t['ops']} ops, runs on {t['runtime']}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--device", "devices", multiple=True, metavar="NAME", help="Device to estimate on (repeat; `edgeq devices` lists them).")
+@click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
+@click.option("--threads", default=1, show_default=True, help="Threads for the host runtime when timing.")
+@click.option("--runs", default=50, show_default=True, help="Timed runs on the host (after warm-up).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def profile(artifact, devices, rate, threads, runs, as_json):
+    """Size, host latency (measured) and per-device latency, energy, battery, memory (estimated).
+
+    ARTIFACT is any .ort.onnx, .tflite or .mlpackage edgeq wrote, or a plain float .onnx model.
+    """
+    from edgeq.profile import parse_rate, profile_path
+    from edgeq.profile.devices import load_devices
+    from edgeq.profile.text import render_profile
+
+    load_devices(devices)  # unknown device: fail before any work
+    prof = profile_path(artifact, list(devices), parse_rate(rate), threads=threads, runs=runs)
+    click.echo(json.dumps(prof, indent=2, sort_keys=True) if as_json else render_profile(prof))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def devices(as_json):
+    """List the device profiles (targets/devices/*.toml) `--device` accepts."""
+    from edgeq.profile.devices import device_names, load_device
+
+    info = [{"name": n, "description": load_device(n).description, "units": sorted(load_device(n).units),
+             "assumed_numbers": len(load_device(n).assumed()), "numbers": len(load_device(n).quantities)} for n in device_names()]
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    for d in info:
+        click.echo(f"{d['name']:<17} {d['description']}")
+        click.echo(f"{'':<17} units {', '.join(d['units'])}; {d['assumed_numbers']} of {d['numbers']} numbers assumed")
 
 
 if __name__ == "__main__":

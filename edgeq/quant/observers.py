@@ -18,6 +18,7 @@ from edgeq.quant.linear import affine_params, fake_quant
 
 PERCENTILE = 99.99
 SAMPLE_CAP = 1 << 17  # values kept per tensor: enough for stable percentiles, small in memory
+SCORE_CAP = 1 << 15  # values the MSE searches score on (every method sees the same ones)
 PER_BATCH = 1 << 14
 
 
@@ -42,6 +43,10 @@ class ValueSample:
 
     def values(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(1, np.float32)
+
+    def scoring(self) -> np.ndarray:
+        v = self.values()
+        return v[:: max(1, v.size // SCORE_CAP)]
 
     def extremes(self) -> tuple[float, float]:
         return (0.0, 0.0) if self.lo > self.hi else (self.lo, self.hi)
@@ -82,7 +87,7 @@ def percentile_range(s: ValueSample, bits: int = 8, p: float = PERCENTILE) -> tu
 def mse_range(s: ValueSample, bits: int = 8, steps: int = 40) -> tuple[float, float]:
     """Shrink both ends together by a factor in (0.2, 1]; keep the lowest-MSE range."""
     lo, hi = s.extremes()
-    v = s.values()
+    v = s.scoring()
     best, best_err = (lo, hi), quant_mse(v, lo, hi, bits)
     for f in np.linspace(1.0, 0.2, steps)[1:]:
         cand = (lo * f, hi * f)
@@ -106,11 +111,13 @@ def entropy_range(s: ValueSample, bits: int = 8, bins: int = 2048) -> tuple[floa
     for i in range(max(levels, 16), bins + 1, max(1, bins // 128)):
         p = hist[:i].copy()
         p[-1] += hist[i:].sum()  # outliers clipped into the last bin
-        q = np.zeros(i)
-        for chunk in np.array_split(np.arange(i), min(levels, i)):
-            nz = hist[chunk] > 0
-            if nz.any():
-                q[chunk[nz]] = hist[chunk].sum() / nz.sum()
+        m = min(levels, i)  # np.array_split(range(i), m): the first i % m chunks one longer
+        lengths = np.full(m, i // m)
+        lengths[: i % m] += 1
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        nz = hist[:i] > 0
+        sums, counts = np.add.reduceat(hist[:i], starts), np.add.reduceat(nz.astype(np.float64), starts)
+        q = np.where(nz, np.repeat(sums / np.maximum(counts, 1), lengths), 0.0)  # spread over non-empty bins
         p, q = p / p.sum(), q / max(q.sum(), 1e-30)
         mask = p > 0
         kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
@@ -124,7 +131,7 @@ RANGE_METHODS = {"minmax": minmax_range, "percentile": percentile_range, "entrop
 
 def auto_range(s: ValueSample, bits: int = 8) -> tuple[float, float, str]:
     """Every method's range, scored by quantization MSE on the sample; ties keep min-max."""
-    v = s.values()
+    v = s.scoring()
     scored = []
     for k, (name, fn) in enumerate(RANGE_METHODS.items()):
         lo, hi = fn(s, bits)

@@ -141,7 +141,7 @@ class QuantPlan:
                 raise PlanError(f"{where}: scheme '{w.scheme}' is not one of {SCHEMES}")
             if w.granularity not in GRANULARITIES:
                 raise PlanError(f"{where}: granularity '{w.granularity}' is not one of {GRANULARITIES}")
-            if w.bits is not None and w.scheme != "palette" and not w.scale:
+            if w.bits is not None and w.scheme != "palette" and not w.scale and w.derived is None:
                 raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
             if w.scale is not None and any(not np.isfinite(s) or s <= 0 for s in w.scale):
                 raise PlanError(f"{where}: every scale must be a positive finite number")
