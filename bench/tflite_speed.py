@@ -31,6 +31,7 @@ from edgeq.quant.build import int8_plan  # noqa: E402
 from edgeq.quant.calibrate import observe  # noqa: E402
 from edgeq.quant.data import load_dataset  # noqa: E402
 from edgeq.quant.plan import QuantPlan  # noqa: E402
+from edgeq.quant.size import predicted_bytes  # noqa: E402
 
 
 def models():
@@ -52,11 +53,9 @@ def models():
 
 
 def payload_bytes(graph, plan: QuantPlan) -> int:
-    """Weights at their planned bits plus every other parameter as 4 bytes (int32 bias / float)."""
-    planned = set(plan.weights)
-    bits = sum(int(np.prod(w.shape)) * (w.bits or 32) for w in plan.weights.values())
-    other = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in planned)
-    return int(np.ceil(bits / 8)) + 4 * other
+    """The payload the plan predicts for LiteRT (edgeq/quant/size.py): packed codes, scales,
+    the schema's per-channel int64 zero points, int32 biases with their scales."""
+    return predicted_bytes(graph, plan, "tflite")["total"]
 
 
 def p50_alternating(runners: list, feeds: dict, runs: int) -> list[float]:

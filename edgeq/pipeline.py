@@ -29,6 +29,7 @@ from edgeq.quant.mixed import build_mixed_plan, refresh_plan
 from edgeq.quant.plan import QuantPlan
 from edgeq.quant.quality import data_warnings
 from edgeq.quant.simulate import plan_graph
+from edgeq.quant.size import predicted_bytes
 from edgeq.report import write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner
@@ -184,6 +185,8 @@ def run_compile(model, opts: Options) -> dict:
             verify = compare(ref, got, val.labels)
             quant_lat = measure_latency(runner, one_sample(val), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
+            entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
+            entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
             if tplan is not plan and tplan.sha256() != plan.sha256():
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
