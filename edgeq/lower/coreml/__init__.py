@@ -1,0 +1,196 @@
+"""Core ML target: an ML program (.mlpackage) built with coremltools' MIL builder from ONNX.
+
+Weights use Core ML's compressed-weight ops filled with the plan's own values (weights.py),
+W8A8 activations become quantize/dequantize pairs from edgeq's calibration (iOS 17+), and the
+deployment target is the lowest that holds the plan unless `min_os` says otherwise. On Linux
+the artifact is verified by the MIL reference executor (mil_exec/), which runs the saved
+program; on macOS `coremltools` predict is available as `coreml_predict` too.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.artifact import Artifact, IOSpec
+from edgeq.errors import PlanError, UnsupportedOpError
+from edgeq.graph import Graph, node_name
+from edgeq.lower import target_data
+from edgeq.lower.coreml.package import quiet_coremltools
+from edgeq.quant.plan import QuantPlan
+from edgeq.runners import register_runner
+
+quiet_coremltools()
+
+from edgeq.lower.coreml.ops import NN_OPS  # noqa: E402  (after the logging is quieted)
+from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
+from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
+
+NAME = "coreml"
+DESCRIPTION = target_data("coreml").get("description", "")
+OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **RNN_OPS}.items()))
+MIN_OS = ("ios16", "ios17", "ios18")
+PRECISIONS = ("fp16", "fp32")
+
+
+def plan_needs(plan: QuantPlan) -> list[tuple[str, str, bool]]:
+    """(min_os, why, hard) for each thing in the plan that needs more than iOS 16. A soft need is
+    one a lower min-os still holds exactly, only stored bigger (4-bit linear on the int8 grid)."""
+    needs = []
+    for wp in plan.weights.values():
+        if wp.bits is None:
+            continue
+        if wp.scheme == "palette":
+            if len(wp.palette or []) > 1:
+                needs.append(("ios18", f"weight '{wp.tensor}' has per-channel-group palettes", True))
+            if wp.bits == 3:
+                needs.append(("ios18", f"weight '{wp.tensor}' has a 3-bit palette", True))
+        elif wp.granularity == "per_block":
+            needs.append(("ios18", f"weight '{wp.tensor}' is quantized per block", True))
+        elif wp.bits <= 4:
+            needs.append(("ios18", f"weight '{wp.tensor}' is {wp.bits}-bit linear (int4 storage)", False))
+    if plan.mode == "static" and any(a.bits == 8 for a in plan.activations.values()):
+        needs.append(("ios17", "the plan quantizes activations to int8 (W8A8)", True))
+    return needs
+
+
+def resolve_options(plan: QuantPlan, options: dict | None) -> tuple[str, str]:
+    """(min_os, compute precision): the asked ones, checked against the plan, or the defaults."""
+    options = options or {}
+    precision = options.get("coreml_precision") or "fp16"
+    if precision not in PRECISIONS:
+        raise PlanError(f"--coreml-precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    needs = plan_needs(plan)
+    lowest = max((n[0] for n in needs), key=MIN_OS.index, default="ios16")
+    min_os = options.get("min_os") or lowest
+    if min_os not in MIN_OS:
+        raise PlanError(f"--min-os {min_os}: choose one of {', '.join(MIN_OS)}")
+    for need, why, hard in needs:
+        if hard and MIN_OS.index(min_os) < MIN_OS.index(need):
+            raise PlanError(f"--min-os {min_os} cannot hold this plan: {why}; use --min-os {need} (or change the plan)")
+    return min_os, precision
+
+
+def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
+    resolve_options(plan, options)
+    for k, n in enumerate(graph.nodes):
+        if n.domain not in ("", "ai.onnx") or n.op_type not in OPS:
+            raise UnsupportedOpError(node_name(n, k), n.op_type, NAME)
+
+
+def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict | None = None) -> Artifact:
+    from edgeq.lower.coreml.package import save_package
+    from edgeq.lower.coreml.program import build_program, static_shape
+    from edgeq.lower.coreml.residency import estimate_residency
+
+    check_plan(graph, plan, options)
+    min_os, precision = resolve_options(plan, options)
+    prog, ctx = build_program(graph, plan, min_os, precision, OPS)
+    path = Path(out_dir) / f"{stem}.mlpackage"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"edgeq.plan_sha256": plan.sha256(), "edgeq.model_sha256": plan.model_sha256, "edgeq.min_os": min_os,
+            "edgeq.compute_precision": precision}
+    save_package(prog, path, min_os, precision, meta)
+    notes = list(ctx.notes)
+    if any(a.bits == 16 for a in plan.activations.values()):
+        notes.append("16-bit activations run in fp16 (Core ML has no int16 activations)")
+    batch_bound = any(s.shape and not isinstance(s.shape[0], int) for s in graph.inputs)
+    if batch_bound:
+        notes.append("symbolic batch bound to 1 in the program (one sample per Core ML prediction)")
+    return Artifact(
+        target=NAME, path=path, files=[path],
+        inputs=[IOSpec(s.name, list(static_shape(s.shape)), s.dtype) for s in graph.inputs],
+        outputs=[IOSpec(s.name, list(static_shape(s.shape)), s.dtype) for s in graph.outputs],
+        plan_sha256=plan.sha256(), model_sha256=plan.model_sha256, notes=sorted(set(notes)),
+        extra={"min_os": min_os, "compute_precision": precision, "batch_bound": batch_bound, "weight_ops": ctx.weight_ops,
+               "neural_engine": estimate_residency(graph, plan, min_os, ctx.folded)},
+    )
+
+
+class MILRunner:
+    """Runs the saved program in the numpy MIL reference executor.
+
+    A program with a bound symbolic batch holds one sample; the runner first tries all samples
+    stacked (much faster in numpy) and keeps that only if the first and last samples match
+    their single-sample runs; otherwise it runs sample by sample.
+    """
+
+    def __init__(self, artifact: Artifact):
+        from edgeq.lower.coreml.mil_exec import MILProgram
+
+        start = time.perf_counter()
+        self.program = MILProgram(artifact.path)
+        self.load_seconds = time.perf_counter() - start
+        self.input_names = [s.name for s in artifact.inputs]
+        self.output_names = [s.name for s in artifact.outputs]
+        shapes = [s.shape for s in artifact.inputs if s.shape]
+        self.chunk = 1 if artifact.extra.get("batch_bound") else (int(shapes[0][0]) if shapes else 0)
+        self.stacking_ok: bool | None = None  # None: not checked yet
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The program holds a fixed leading dim (1 for a bound symbolic batch): feed it that many at a time."""
+        n = len(next(iter(feeds.values()))) if self.input_names else 1
+        step = self.chunk if self.chunk and n % self.chunk == 0 else n
+        if step == n:
+            outs = self.program.run_positional([feeds[k] for k in self.input_names])
+            return {k: np.asarray(v, np.float32) for k, v in zip(self.output_names, outs)}
+        if self.chunk == 1 and self.stacking_ok is not False:
+            stacked = self._stacked(feeds, n)
+            if stacked is not None:
+                return stacked
+        parts: dict[str, list] = {k: [] for k in self.output_names}
+        for i in range(0, n, step):
+            outs = self.program.run_positional([feeds[k][i : i + step] for k in self.input_names])
+            for k, v in zip(self.output_names, outs):
+                parts[k].append(np.asarray(v, np.float32))
+        return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
+
+    def _stacked(self, feeds: dict, n: int) -> dict | None:
+        try:
+            outs = self.program.run_positional([feeds[k] for k in self.input_names], stacked=n)
+        except Exception:
+            outs = None
+        ok = outs is not None and all(np.shape(v)[:1] == (n,) for v in outs)
+        if ok and self.stacking_ok is None:  # checked once per runner, on the first and last sample
+            for i in {0, n - 1}:
+                single = self.program.run_positional([feeds[k][i : i + 1] for k in self.input_names])
+                ok = ok and all(np.allclose(np.asarray(a[i : i + 1], np.float32), np.asarray(b, np.float32), rtol=1e-3, atol=1e-4)
+                                for a, b in zip(outs, single))
+        if n > 1:
+            self.stacking_ok = ok
+        return {k: np.asarray(v, np.float32) for k, v in zip(self.output_names, outs)} if ok else None
+
+
+class CoreMLPredictRunner:
+    """Core ML itself through coremltools (macOS only)."""
+
+    def __init__(self, artifact: Artifact):
+        import coremltools as ct
+
+        start = time.perf_counter()
+        self.model = ct.models.MLModel(str(artifact.path))
+        self.load_seconds = time.perf_counter() - start
+        spec = self.model.get_spec()
+        self.input_map = dict(zip([s.name for s in artifact.inputs], [i.name for i in spec.description.input]))
+        self.output_map = dict(zip([s.name for s in artifact.outputs], [o.name for o in spec.description.output]))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        parts: dict[str, list] = {k: [] for k in self.output_map}
+        for i in range(n):
+            out = self.model.predict({m: feeds[k][i : i + 1] for k, m in self.input_map.items()})
+            for k, m in self.output_map.items():
+                parts[k].append(np.asarray(out[m], np.float32))
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def can_predict() -> bool:
+    return platform.system() == "Darwin"
+
+
+@register_runner(NAME)
+def make_runner(artifact: Artifact, threads: int = 1) -> MILRunner:
+    return MILRunner(artifact)

@@ -1,0 +1,264 @@
+"""One numpy function per MIL op, following coremltools' MIL op reference
+(apple.github.io/coremltools/source/coremltools.converters.mil.mil.ops.defs.html).
+
+Arguments arrive by the MIL parameter name; results are float32 (or int/bool) and the executor
+stores them in the op's declared output type. Convolution-like ops share `windows()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MIL_OPS: dict = {}
+
+
+def op(*names):
+    def deco(fn):
+        for n in names or (fn.__name__,):
+            MIL_OPS[n] = fn
+        return fn
+
+    return deco
+
+
+def f32(x) -> np.ndarray:
+    return np.asarray(x, np.float32)
+
+
+def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """Core ML's sub-byte packing: values one after another, each LSB first, bytes LSB first."""
+    bits = np.unpackbits(np.asarray(packed, np.uint8), bitorder="little")[: count * nbits].reshape(count, nbits)
+    return (bits.astype(np.uint16) << np.arange(nbits, dtype=np.uint16)).sum(1).astype(np.uint8)
+
+
+# -- compressed weights (materialized at load) -------------------------------------------------
+@op()
+def constexpr_lut_to_dense(indices, lut, shape=None, vector_axis=None):
+    lut = np.asarray(lut)
+    if shape is not None:  # iOS 16: packed uint8 indices, one lut of 2^n entries
+        nbits = int(np.log2(lut.size))
+        idx = unpack_bits(indices, nbits, int(np.prod(shape)))
+        return lut[idx].reshape(tuple(int(s) for s in shape))
+    if lut.shape[-1] != 1:
+        raise NotImplementedError("vector palettization")
+    idx = np.asarray(indices).astype(np.int64)
+    # iOS 18: lut [g0, .., g_{k-1}, 2^n, 1]; each dim of indices splits evenly over the lut's groups
+    group = [np.arange(d) // (d // g) for d, g in zip(idx.shape, lut.shape[:-2])]
+    grid = np.ix_(*group)
+    return lut[(*grid, idx, 0)]
+
+
+@op()
+def constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
+    q = np.asarray(quantized_data).astype(np.float32)
+    shape = [1] * q.ndim
+    zp, s = np.asarray(zero_point).astype(np.float32), np.asarray(scale).astype(np.float32)
+    if s.ndim == 1:
+        shape[int(axis)] = -1
+        s = s.reshape(shape)
+    if zp.ndim == 1:
+        shape[int(axis)] = -1
+        zp = zp.reshape(shape)
+    return (q - zp) * s
+
+
+@op()
+def constexpr_blockwise_shift_scale(data, scale, offset=None):
+    d = np.asarray(data).astype(np.float32)
+    s = np.asarray(scale).astype(np.float32)
+    reps = [a // b for a, b in zip(d.shape, s.shape)]
+    if offset is not None:
+        d = d - _repeat(np.asarray(offset).astype(np.float32), reps)
+    return _repeat(s, reps) * d
+
+
+def _repeat(p: np.ndarray, reps: list[int]) -> np.ndarray:
+    for ax, r in enumerate(reps):
+        if r > 1:
+            p = np.repeat(p, r, axis=ax)
+    return p
+
+
+@op()
+def constexpr_cast(source_val, output_dtype):
+    return np.asarray(source_val).astype(DTYPE_NAMES[str(output_dtype)])
+
+
+# -- activation quantization (W8A8) -----------------------------------------------------------
+def _per_axis(v, rank: int, axis):
+    v = np.asarray(v)
+    if v.ndim == 1 and axis is not None:
+        shape = [1] * rank
+        shape[int(axis)] = -1
+        return v.reshape(shape)
+    return v
+
+
+@op()
+def quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002
+    x = f32(input)
+    info = np.iinfo(DTYPE_NAMES[str(output_dtype)])
+    zp = _per_axis(zero_point if zero_point is not None else 0, x.ndim, axis).astype(np.float32)
+    q = np.rint(x / _per_axis(f32(scale), x.ndim, axis)) + zp
+    return np.clip(q, info.min, info.max)
+
+
+@op()
+def dequantize(input, scale, zero_point=None, axis=None):  # noqa: A002
+    q = np.asarray(input).astype(np.float32)
+    zp = _per_axis(zero_point if zero_point is not None else 0, q.ndim, axis).astype(np.float32)
+    return (q - zp) * _per_axis(f32(scale), q.ndim, axis)
+
+
+DTYPE_NAMES = {"fp16": np.float16, "fp32": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
+               "int32": np.int32, "uint16": np.uint16, "bool": np.bool_, "int64": np.int64}
+
+
+@op()
+def cast(x, dtype):
+    return np.asarray(x).astype(DTYPE_NAMES[str(dtype)])
+
+
+@op()
+def identity(x):
+    return x
+
+
+# -- elementwise ---------------------------------------------------------------------------------
+def _binary(fn):
+    return lambda x, y: fn(np.asarray(x), np.asarray(y))
+
+
+for _name, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
+                   "minimum": np.minimum, "pow": lambda a, b: np.power(a.astype(np.float32), b.astype(np.float32)),
+                   "floor_div": np.floor_divide, "equal": np.equal, "greater": np.greater, "less": np.less}.items():
+    MIL_OPS[_name] = _binary(_fn)
+
+
+@op()
+def real_div(x, y):
+    return f32(x) / f32(y)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+    except ImportError:  # exact but slow
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float32)
+    return erf(x).astype(np.float32)
+
+
+UNARY = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh,
+         "erf": _erf, "sqrt": np.sqrt, "exp": np.exp, "abs": np.abs, "floor": np.floor, "ceil": np.ceil,
+         "square": np.square, "sin": np.sin, "cos": np.cos, "round": np.rint,
+         "sign": np.sign, "relu6": lambda x: np.clip(x, 0, 6), "silu": lambda x: x / (1 + np.exp(-x)),
+         "softplus": lambda x: np.logaddexp(0, x), "exp2": np.exp2}
+for _name, _fn in UNARY.items():
+    MIL_OPS[_name] = (lambda fn: lambda x: fn(f32(x)))(_fn)
+
+
+@op()
+def log(x, epsilon=0.0):
+    return np.log(f32(x) + np.float32(epsilon))
+
+
+@op()
+def rsqrt(x, epsilon=1e-12):
+    return 1 / np.sqrt(f32(x) + np.float32(epsilon))
+
+
+@op()
+def inverse(x, epsilon=0.0):
+    return 1 / (f32(x) + np.float32(epsilon))
+
+
+@op()
+def clip(x, alpha, beta):
+    return np.clip(f32(x), np.float32(alpha), np.float32(beta))
+
+
+@op()
+def leaky_relu(x, alpha=0.01):
+    x = f32(x)
+    return np.where(x >= 0, x, x * np.float32(alpha))
+
+
+@op()
+def prelu(x, alpha):
+    x = f32(x)
+    a = f32(alpha).reshape([1, -1] + [1] * (x.ndim - 2))
+    return np.where(x >= 0, x, x * a)
+
+
+@op()
+def sigmoid_hard(x, alpha=0.2, beta=0.5):
+    return np.clip(np.float32(alpha) * f32(x) + np.float32(beta), 0, 1)
+
+
+@op()
+def gelu(x, mode="EXACT"):
+    x = f32(x)
+    if mode == "TANH_APPROXIMATION":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    if mode == "SIGMOID_APPROXIMATION":
+        return x / (1 + np.exp(-1.702 * x))
+    return 0.5 * x * (1 + _erf(x / np.sqrt(np.float32(2))))
+
+
+@op()
+def softmax(x, axis=-1):
+    x = f32(x)
+    e = np.exp(x - x.max(axis=int(axis), keepdims=True))
+    return e / e.sum(axis=int(axis), keepdims=True)
+
+
+# -- reductions and normalization ------------------------------------------------------------
+def _reduce(fn):
+    def run(x, axes=None, keep_dims=False):
+        ax = None if axes is None else tuple(int(a) for a in np.asarray(axes).ravel())
+        return fn(f32(x), axis=ax, keepdims=bool(keep_dims))
+
+    return run
+
+
+def _log_sum_exp(x, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+for _name, _fn in {"reduce_mean": np.mean, "reduce_max": np.max, "reduce_min": np.min, "reduce_sum": np.sum,
+                   "reduce_prod": np.prod, "reduce_log_sum_exp": _log_sum_exp,
+                   "reduce_l2_norm": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))}.items():
+    MIL_OPS[_name] = _reduce(_fn)
+
+
+@op()
+def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    x = f32(x)
+    ax = tuple(int(a) for a in np.asarray(axes).ravel())
+    mean = x.mean(axis=ax, keepdims=True)
+    y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=ax, keepdims=True) + np.float32(epsilon))
+    return y * (f32(gamma) if gamma is not None else 1) + (f32(beta) if beta is not None else 0)
+
+
+def _channel(v, rank):
+    return f32(v).reshape([1, -1] + [1] * (rank - 2))
+
+
+@op()
+def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
+    x = f32(x)
+    y = (x - _channel(mean, x.ndim)) / np.sqrt(_channel(variance, x.ndim) + np.float32(epsilon))
+    return y * (_channel(gamma, x.ndim) if gamma is not None else 1) + (_channel(beta, x.ndim) if beta is not None else 0)
+
+
+@op()
+def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
+    x = f32(x)
+    ax = tuple(range(2, x.ndim))
+    mean = x.mean(axis=ax, keepdims=True)
+    y = (x - mean) / np.sqrt(x.var(axis=ax, keepdims=True) + np.float32(epsilon))
+    return y * (_channel(gamma, x.ndim) if gamma is not None else 1) + (_channel(beta, x.ndim) if beta is not None else 0)

@@ -1,0 +1,88 @@
+"""MIL program -> a byte-deterministic .mlpackage on disk, and reading its program back.
+
+coremltools stamps two things that change between identical compiles: the conversion date in
+the model's metadata and random UUIDs in Manifest.json. Both are replaced here (the date is
+dropped, the UUIDs derived from the item paths), so two compiles give identical packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from edgeq.errors import ModelError
+from edgeq.fileio import write_bytes, write_text
+
+MODEL_FILE = Path("Data/com.apple.CoreML/model.mlmodel")
+WEIGHTS_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
+DROP_METADATA = ("com.github.apple.coremltools.conversion_date",)
+UUID_NAMESPACE = uuid.UUID("6c0b3e6e-7d3c-4f1a-9a43-6564676571ff")  # edgeq's own namespace for item ids
+
+
+def quiet_coremltools():
+    """coremltools warns at import about macOS-only parts and untested torch/sklearn versions."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
+def save_package(prog, path: Path, min_os: str, precision: str, metadata: dict) -> None:
+    """Convert the program (coremltools' default MIL pipeline), save, normalize, move into place."""
+    import coremltools as ct
+
+    from edgeq.lower.coreml.program import OPSET_OF
+
+    target = getattr(ct.target, OPSET_OF[min_os])
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    with contextlib.redirect_stderr(io.StringIO()):  # the pass pipeline's progress bars
+        try:
+            model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target, compute_precision=compute,
+                               skip_model_load=True)
+        except ValueError as e:  # e.g. a tensor above rank 5
+            raise ModelError(f"{path.name}: coremltools cannot convert the program: {str(e).splitlines()[0][:200]}") from None
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        pkg = tmp / path.name
+        model.save(str(pkg))
+        normalize(pkg, metadata)
+        if path.exists():
+            shutil.rmtree(path)
+        pkg.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def normalize(pkg: Path, metadata: dict) -> None:
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((pkg / MODEL_FILE).read_bytes())
+    user = spec.description.metadata.userDefined
+    for key in DROP_METADATA:
+        user.pop(key, None)
+    for k, v in metadata.items():
+        user[k] = str(v)
+    write_bytes(pkg / MODEL_FILE, spec.SerializeToString(deterministic=True))
+    manifest = json.loads((pkg / "Manifest.json").read_text())
+    old_root = manifest["rootModelIdentifier"]
+    entries, root = {}, old_root
+    for old_id, item in manifest["itemInfoEntries"].items():
+        new_id = str(uuid.uuid5(UUID_NAMESPACE, item["path"])).upper()
+        entries[new_id] = item
+        if old_id == old_root:
+            root = new_id
+    manifest["itemInfoEntries"], manifest["rootModelIdentifier"] = dict(sorted(entries.items())), root
+    write_text(pkg / "Manifest.json", json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+
+
+def load_spec(pkg: Path):
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((Path(pkg) / MODEL_FILE).read_bytes())
+    return spec
