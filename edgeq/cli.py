@@ -65,7 +65,7 @@ def _quant_options(f):
     opts = [
         click.option("--no-cache", "no_cache", is_flag=True, default=None, help="Recompute layer sensitivities (ignore ~/.cache/edgeq)."),
         click.option("--act-bits", default=None, metavar="8|16|auto",
-                     help="Activation bits (static mode); auto: int8, int16 or float per tensor by measured sensitivity."),
+                     help="Activation bits (static mode). auto (default): int8, widened to int16 or float only where measured sensitivity needs it."),
         click.option("--codebook", type=click.Choice(["kmeans", "nf4"]), default=None, help="Palette codebook (--scheme palette)."),
         click.option("--block-size", type=int, default=None, help="Block size for per_block (or channels per palette group)."),
         click.option("--granularity", type=click.Choice(["per_tensor", "per_channel", "per_block"]), default=None,
@@ -111,9 +111,9 @@ def _pop_quant(kw: dict):
         metric=v["metric"], keep_float=list(v["keep_float"] or []), bits_overrides=list(v["bits_overrides"] or []),
         calib_method=v["calib_method"] or "minmax", mode="weight_only" if v["weight_only"] else v["mode"] or "static",
         rounding=v["rounding"] or "nearest", scheme=v["scheme"] or "symmetric", granularity=v["granularity"] or "per_channel",
-        block_size=v["block_size"], codebook=v["codebook"], act_bits=parse_act_bits(v["act_bits"] or 8),
+        block_size=v["block_size"], codebook=v["codebook"], act_bits=parse_act_bits(v["act_bits"] or "auto"),
         use_cache=not v["no_cache"], max_bits=v["max_bits"])
-    return None if q.is_default() else q
+    return None if q == QuantOptions() else q  # an explicit --act-bits 8 is kept: it turns auto off
 
 
 def _options(model, targets, calib, val, out, input_shapes, seed, **kw):

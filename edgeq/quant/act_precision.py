@@ -350,12 +350,12 @@ def before_plan(graph: Graph, calib, opts) -> ActStage:
     import dataclasses
 
     q = getattr(opts, "quant", None)
-    act_bits = q.act_bits if q is not None else 8
+    act_bits = q.act_bits if q is not None else "auto"  # auto is the default: no collapsed model
     check_act_bits(act_bits, opts.targets)
     stage = ActStage(opts, auto=act_bits == "auto" and opts.plan is None)  # a given plan is applied exactly
     if calib is not None:
         stage.prepared = prepare_graph(graph, calib, smooth=stage.auto and opts.plan is None)
     if act_bits == "auto":
-        q8 = dataclasses.replace(q, act_bits=8)
-        stage.opts = dataclasses.replace(opts, quant=None if q8.is_default() else q8)
+        q8 = dataclasses.replace(q, act_bits=8) if q is not None else None
+        stage.opts = dataclasses.replace(opts, quant=None if q8 is None or q8.is_default() else q8)
     return stage

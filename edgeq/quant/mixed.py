@@ -49,12 +49,15 @@ class QuantOptions:
     granularity: str = "per_channel"
     block_size: int | None = None
     codebook: str | None = None
-    act_bits: int | str = 8  # 8, 16, or "auto" (edgeq/quant/act_precision.py decides per tensor)
+    act_bits: int | str = "auto"  # 8, 16, or "auto" (the default: edgeq/quant/act_precision.py decides per tensor)
     use_cache: bool = True
     max_bits: int | None = None  # e.g. 7 for ORT on x86 without VNNI (8-bit weights saturate its kernels)
 
     def is_default(self) -> bool:
-        return self == QuantOptions()
+        """The uniform recipe (any activation width choice): no budget, no overrides, no rounding."""
+        import dataclasses
+
+        return dataclasses.replace(self, act_bits="auto") == QuantOptions() and self.act_bits in ("auto", 8)
 
     def budget_kind(self) -> str | None:
         given = [k for k in ("avg_bits", "size_budget", "max_drop") if getattr(self, k) is not None]
@@ -176,13 +179,14 @@ def build_mixed_plan(graph: Graph, calib, target: str | None, allowed: list[int]
     plan.constraints = {"weight_bits": list(allowed)}
     # -- activations (first: --max-drop checks candidates with them)
     method = q.calib_method
+    act_bits = 8 if q.act_bits == "auto" else q.act_bits  # auto starts at int8; act_precision widens after
     if q.mode == "static":
         with _progress(progress, "calibrating", len(calib)) as bar:
-            ranges = ranges_from(collect(qgraph, calib, bar.update), method, q.act_bits)
+            ranges = ranges_from(collect(qgraph, calib, bar.update), method, act_bits)
         for name in activations_to_quantize(qgraph, {k: v[:2] for k, v in ranges.items()}):
             lo, hi, obs = ranges[name]
-            scale, zp = affine_params(lo, hi, q.act_bits, signed=True)
-            plan.activations[name] = ActivationPlan(name, q.act_bits, True, scale, zp, float(lo), float(hi), obs)
+            scale, zp = affine_params(lo, hi, act_bits, signed=True)
+            plan.activations[name] = ActivationPlan(name, act_bits, True, scale, zp, float(lo), float(hi), obs)
         share_grids(qgraph, plan)
     # -- bits per layer
     alloc = {t: (fixed[t] if t in fixed else q.bits) for t in plans}
