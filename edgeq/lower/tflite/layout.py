@@ -69,7 +69,49 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
         g = infer(g)
         if not changed:
             break
+    if fuse_erf_gelu(g):  # after the last shape inference: opset < 20 has no Gelu to infer
+        g.refresh()
     return g
+
+
+def fuse_erf_gelu(g: Graph) -> bool:
+    """x * (erf(x / sqrt 2) + 1) * 0.5, as torch exports nn.GELU, into one Gelu node.
+
+    LiteRT has no ERF; its GELU has float, int8 and XNNPACK kernels. The fused node keeps
+    the last Mul's output name, so the plan's grids for x and the output still apply.
+    """
+    def const(name: str) -> float | None:
+        v = g.initializer(name) if g.is_const(name) else None
+        return float(v) if v is not None and v.size == 1 else None
+
+    def only_user(name: str, op: str):
+        users = g.consumers.get(name, [])
+        outputs = {o.name for o in g.model.graph.output}
+        return users[0] if len(users) == 1 and users[0].op_type == op and name not in outputs else None
+
+    drop, fused = set(), {}
+    for erf in g.nodes:
+        div = g.producer.get(erf.input[0]) if erf.op_type == "Erf" else None
+        if div is None or div.op_type != "Div" or not np.isclose(const(div.input[1]) or 0, np.sqrt(2), rtol=1e-5):
+            continue
+        x = div.input[0]
+        add = only_user(erf.output[0], "Add")
+        if add is None or const(add.input[1] if add.input[0] == erf.output[0] else add.input[0]) != 1.0:
+            continue
+        mul = only_user(add.output[0], "Mul")
+        if mul is None or x not in mul.input or only_user(div.output[0], "Erf") is not erf:
+            continue
+        half = only_user(mul.output[0], "Mul")
+        if half is None or const(half.input[1] if half.input[0] == mul.output[0] else half.input[0]) != 0.5:
+            continue
+        drop.update(n.output[0] for n in (div, erf, add, mul))
+        fused[half.output[0]] = onnx.helper.make_node("Gelu", [x], [half.output[0]], name=f"{half.name or half.output[0]}_gelu")
+    if not fused:
+        return False
+    nodes = [fused.get(n.output[0], n) for n in g.model.graph.node if n.output[0] not in drop]
+    del g.model.graph.node[:]
+    g.model.graph.node.extend(nodes)
+    return True
 
 
 def _fold_shapes(g: Graph) -> bool:
