@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
-from edgeq.errors import PlanError, UnsupportedOpError
+from edgeq.errors import CalibrationError, PlanError, UnsupportedOpError
 from edgeq.graph import Graph, node_name
 from edgeq.lower import target_data
 from edgeq.lower.coreml.package import quiet_coremltools
@@ -26,13 +26,15 @@ from edgeq.runners import register_runner
 quiet_coremltools()
 
 from edgeq.lower.coreml.ops import NN_OPS  # noqa: E402  (after the logging is quieted)
+from edgeq.lower.coreml.ops_logic import LOGIC_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
 
 NAME = "coreml"
 DESCRIPTION = target_data("coreml").get("description", "")
-OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **RNN_OPS}.items()))
+OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **LOGIC_OPS, **RNN_OPS}.items()))
 MIN_OS = ("ios16", "ios17", "ios18")
+INT32_INPUTS = ("int64",)  # integer inputs a Core ML program takes as int32 (program.PLACEHOLDER_DTYPES)
 PRECISIONS = ("fp16", "fp32")
 
 
@@ -100,9 +102,13 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     batch_bound = any(s.shape and not isinstance(s.shape[0], int) for s in graph.inputs)
     if batch_bound:
         notes.append("symbolic batch bound to 1 in the program (one sample per Core ML prediction)")
+    for s in graph.inputs:
+        if s.dtype in INT32_INPUTS:
+            notes.append(f"{s.dtype} input '{s.name}' is int32 in the program (Core ML has no {s.dtype} inputs); "
+                         "the runner converts at the boundary and rejects values outside int32")
     return Artifact(
         target=NAME, path=path, files=[path],
-        inputs=[IOSpec(s.name, list(static_shape(s.shape)), s.dtype) for s in graph.inputs],
+        inputs=[IOSpec(s.name, list(static_shape(s.shape)), "int32" if s.dtype in INT32_INPUTS else s.dtype) for s in graph.inputs],
         outputs=[IOSpec(s.name, list(static_shape(s.shape)), s.dtype) for s in graph.outputs],
         plan_sha256=plan.sha256(), model_sha256=plan.model_sha256, notes=sorted(set(notes)),
         extra={"min_os": min_os, "compute_precision": precision, "batch_bound": batch_bound, "weight_ops": ctx.weight_ops,
@@ -110,12 +116,28 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     )
 
 
+def int32_feeds(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Core ML programs take int32 where the ONNX model takes int64 (token ids): convert here,
+    at the boundary, refusing values int32 cannot hold instead of wrapping them."""
+    out = {}
+    for k, v in feeds.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "iu" and v.dtype != np.int32:
+            info = np.iinfo(np.int32)
+            if v.size and (v.min() < info.min or v.max() > info.max):
+                raise CalibrationError(f"input '{k}': values outside int32 ({v.min()}..{v.max()}); Core ML programs take int32 inputs")
+            v = v.astype(np.int32)
+        out[k] = v
+    return out
+
+
 class MILRunner:
     """Runs the saved program in the numpy MIL reference executor.
 
     A program with a bound symbolic batch holds one sample; the runner first tries all samples
     stacked (much faster in numpy) and keeps that only if the first and last samples match
-    their single-sample runs; otherwise it runs sample by sample.
+    their single-sample runs; otherwise it runs sample by sample. Integer feeds (int64 token
+    ids) become int32, the type the program takes (`int32_feeds`).
     """
 
     def __init__(self, artifact: Artifact):
@@ -132,6 +154,7 @@ class MILRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The program holds a fixed leading dim (1 for a bound symbolic batch): feed it that many at a time."""
+        feeds = int32_feeds(feeds)
         n = len(next(iter(feeds.values()))) if self.input_names else 1
         step = self.chunk if self.chunk and n % self.chunk == 0 else n
         if step == n:
@@ -178,6 +201,7 @@ class CoreMLPredictRunner:
         self.output_map = dict(zip([s.name for s in artifact.outputs], [o.name for o in spec.description.output]))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = int32_feeds(feeds)
         n = len(next(iter(feeds.values())))
         parts: dict[str, list] = {k: [] for k in self.output_map}
         for i in range(n):

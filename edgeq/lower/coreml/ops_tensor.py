@@ -4,9 +4,10 @@ shapes, axes and pads are resolved at compile time and handed to MIL as constant
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from coremltools.converters.mil.mil import Builder as mb
 
-from edgeq.lower.coreml.context import LoweringContext, is_float, to_ints
+from edgeq.lower.coreml.context import LoweringContext, is_float, mil_name, to_ints
 
 
 def _axes_input(ctx: LoweringContext, k: int, attr: str = "axes") -> list[int] | None:
@@ -126,18 +127,24 @@ def lower_split(ctx: LoweringContext):
 
 
 def lower_gather(ctx: LoweringContext):
+    x = ctx.var(ctx.inp(0))
+    boolean = not isinstance(x, np.ndarray) and x.dtype.__name__ == "bool"
+    if boolean:  # MIL gathers numbers only: a bool mask goes through int32
+        x = mb.cast(x=x, dtype="int32")
+    name = mil_name(f"{ctx.node.output[0]}_int") if boolean else ctx.out_name()
     shape = ctx.shape(ctx.inp(0))
     axis = ctx.attr("axis", 0) % len(shape)
     idx = ctx.const(ctx.inp(1))
-    if idx is not None:
+    if idx is None:
+        y = mb.gather(x=x, indices=ctx.var(ctx.inp(1)), axis=axis, name=name)
+    else:
         idx = np.where(idx < 0, idx + shape[axis], idx).astype(np.int32)
         if idx.ndim == 0:  # scalar index: gather one, then drop the axis
-            y = mb.gather(x=ctx.var(ctx.inp(0)), indices=idx.reshape(1), axis=axis)
-            if len(shape) == 1:
-                return mb.identity(x=y, name=ctx.out_name())
-            return mb.squeeze(x=y, axes=[axis], name=ctx.out_name())
-        return mb.gather(x=ctx.var(ctx.inp(0)), indices=idx, axis=axis, name=ctx.out_name())
-    return mb.gather(x=ctx.var(ctx.inp(0)), indices=ctx.var(ctx.inp(1)), axis=axis, name=ctx.out_name())
+            y = mb.gather(x=x, indices=idx.reshape(1), axis=axis)
+            y = mb.identity(x=y, name=name) if len(shape) == 1 else mb.squeeze(x=y, axes=[axis], name=name)
+        else:
+            y = mb.gather(x=x, indices=idx, axis=axis, name=name)
+    return mb.cast(x=y, dtype="bool", name=ctx.out_name()) if boolean else y
 
 
 def _text(v, default: str) -> str:
@@ -218,6 +225,48 @@ def lower_cast(ctx: LoweringContext):
     return mb.cast(x=ctx.var(ctx.inp(0)), dtype=CAST_TO[to], name=ctx.out_name())
 
 
+def lower_expand(ctx: LoweringContext):
+    """ONNX's two-way broadcast to a constant shape: leading 1s (expand_dims), then tile the 1-dims."""
+    in_shape = ctx.shape(ctx.inp(0))
+    out_shape = tuple(np.broadcast_shapes(in_shape, tuple(to_ints(ctx.need_const(ctx.inp(1), "Expand shape")))))
+    x = ctx.var(ctx.inp(0))
+    if out_shape == in_shape:
+        return mb.identity(x=x, name=ctx.out_name())
+    lead = len(out_shape) - len(in_shape)
+    full = (1,) * lead + tuple(in_shape)
+    if lead:
+        x = mb.reshape(x=x, shape=np.asarray(full, np.int32))
+    reps = [o // i for o, i in zip(out_shape, full)]
+    return mb.tile(x=x, reps=np.asarray(reps, np.int32), name=ctx.out_name())
+
+
+def lower_constant_of_shape(ctx: LoweringContext):
+    """Folded at compile time whenever the shape is known (always, once the batch is bound);
+    a shape computed from an input becomes MIL's fill."""
+    value = ctx.attr("value")
+    fill = onnx.numpy_helper.to_array(value).ravel() if value is not None else np.zeros(1, np.float32)
+    v = fill[0].astype(np.float32) if fill.dtype.kind == "f" else fill[0].astype(np.bool_ if fill.dtype == np.bool_ else np.int32)
+    return mb.fill(shape=ctx.var(ctx.inp(0)), value=v, name=ctx.out_name())
+
+
+def lower_range(ctx: LoweringContext):
+    start, limit, delta = (ctx.var(ctx.inp(k)) for k in range(3))
+    dtype = np.float32 if any(is_float(v) for v in (start, limit, delta)) else np.int32
+    start, limit, delta = (np.asarray(v, dtype).reshape(()) if isinstance(v, np.ndarray) else v for v in (start, limit, delta))
+    return mb.range_1d(start=start, end=limit, step=delta, name=ctx.out_name())
+
+
+def lower_gather_elements(ctx: LoweringContext):
+    shape = ctx.shape(ctx.inp(0))
+    axis = ctx.attr("axis", 0) % len(shape)
+    idx = ctx.var(ctx.inp(1))
+    if isinstance(idx, np.ndarray):
+        idx = np.where(idx < 0, idx + shape[axis], idx).astype(np.int32)
+    else:  # negative indices count from the end in ONNX
+        idx = mb.select(cond=mb.less(x=idx, y=np.int32(0)), a=mb.add(x=idx, y=np.int32(shape[axis])), b=idx)
+    return mb.gather_along_axis(x=ctx.var(ctx.inp(0)), indices=idx, axis=axis, name=ctx.out_name())
+
+
 TENSOR_OPS = {
     "Reshape": lower_reshape,
     "Flatten": lower_flatten,
@@ -233,4 +282,8 @@ TENSOR_OPS = {
     "Shape": lower_shape,
     "Identity": lower_identity,
     "Cast": lower_cast,
+    "Expand": lower_expand,
+    "ConstantOfShape": lower_constant_of_shape,
+    "Range": lower_range,
+    "GatherElements": lower_gather_elements,
 }

@@ -279,3 +279,20 @@ def tile(x, reps):
 @op()
 def shape(x):
     return np.asarray(np.shape(x), np.int32)
+
+
+@op()
+def fill(shape, value=0.0):
+    return np.full(_ints(shape), np.asarray(value))
+
+
+@op()
+def range_1d(end, start, step):
+    return np.arange(np.asarray(start).item(), np.asarray(end).item(), np.asarray(step).item())
+
+
+@op()
+def gather_along_axis(x, indices, axis=0, validate_indices=False):
+    x = np.asarray(x)
+    idx = np.asarray(indices).astype(np.int64)
+    return np.take_along_axis(x, np.where(idx < 0, idx + x.shape[int(axis)], idx), axis=int(axis))
