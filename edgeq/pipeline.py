@@ -6,7 +6,6 @@ files go to a staging folder first and move into `out` only when every target su
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from edgeq.lower import get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_latency, one_sample, profile_artifact
 from edgeq.profile.devices import load_devices
+from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
 from edgeq.quant.build import int8_plan
 from edgeq.quant.calibrate import observe
@@ -57,21 +57,7 @@ class Options:
 
 
 def _progress(label: str, length: int, enabled: bool):
-    import click
-
-    if not enabled:
-        class _Null:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *a):
-                return False
-
-            def update(self, n):
-                pass
-
-        return _Null()
-    return click.progressbar(length=length, label=label, file=sys.stderr)
+    return progress_bar(label, length, enabled)
 
 
 def model_stem(model) -> str:

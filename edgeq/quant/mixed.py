@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeq.errors import PlanError
 from edgeq.graph import Graph
+from edgeq.progress import NullBar
 from edgeq.quant import allocate as al
 from edgeq.quant.awq import fold, foldable_producer, in_axis, search_scale
 from edgeq.quant.build import activations_to_quantize, share_grids, weight_entry, weighted_nodes
@@ -67,18 +68,7 @@ class QuantOptions:
 
 
 def _progress(progress, label: str, length: int):
-    return progress(label, length) if progress else _Null()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def update(self, n):
-        pass
+    return progress(label, length) if progress else NullBar()
 
 
 def resolve_overrides(plans: dict[str, WeightPlan], q: QuantOptions, allowed: list[int]) -> dict[str, int | None]:
