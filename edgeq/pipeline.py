@@ -18,7 +18,7 @@ from edgeq.frontend import load
 from edgeq.graph import Graph
 from edgeq.lower import get_target, target_data
 from edgeq.passes import run_passes
-from edgeq.profile import measure_latency, one_sample, profile_artifact
+from edgeq.profile import measure_pair, one_sample, profile_artifact
 from edgeq.profile.devices import load_devices
 from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
@@ -152,7 +152,6 @@ def run_compile(model, opts: Options) -> dict:
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
     ref = float_runner.run_batches(val, bs)
-    float_lat = measure_latency(float_runner, one_sample(val), runs=opts.latency_runs)
     entries = []
     with StagingDir(opts.out) as staging:
         for name, mod in zip(opts.targets, modules):
@@ -169,7 +168,8 @@ def run_compile(model, opts: Options) -> dict:
                     bar.update(len(next(iter(feeds.values()))))
             got = {k: np.concatenate(v) for k, v in got.items()}
             verify = compare(ref, got, val.labels)
-            quant_lat = measure_latency(runner, one_sample(val), runs=opts.latency_runs)
+            # Alternating with the float graph: both see the same machine noise.
+            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)

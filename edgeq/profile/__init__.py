@@ -35,6 +35,26 @@ def measure_latency(runner, feeds: dict, warmup: int = 5, runs: int = 50, budget
     return {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)), "runs": len(t)}
 
 
+def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 8.0) -> tuple[dict, dict]:
+    """Float and quantized latency measured alternately, so machine noise hits both alike."""
+    for _ in range(warmup):
+        float_runner.run(feeds)
+        quant_runner.run(feeds)
+    times: tuple[list, list] = ([], [])
+    deadline = time.perf_counter() + budget_s
+    while len(times[1]) < runs and (len(times[1]) < 5 or time.perf_counter() < deadline):
+        for k, r in enumerate((float_runner, quant_runner)):
+            t0 = time.perf_counter()
+            r.run(feeds)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for t in times:
+        t = np.asarray(t)
+        out.append({"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+                    "runs": len(t)})
+    return out[0], out[1]
+
+
 def one_sample(dataset) -> dict:
     return {k: v[:1] for k, v in dataset.arrays.items()}
 
