@@ -5,6 +5,7 @@ Never torch.load a user's pickle: .pt2 archives are read by torch.export.load.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
@@ -75,11 +76,48 @@ def export_module(module, example_inputs) -> onnx.ModelProto:
         raise ModelError(f"{type(module).__name__}: torch.onnx.export failed: {str(e).splitlines()[0]}") from None
 
 
+class PickleRefused(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def no_pickles():
+    """torch.export.load falls back to full unpickling for some archive entries
+    (torch.load(weights_only=False), pickle.loads): a user's file must never run code, so
+    while it loads, torch.load is held to weights_only=True and plain unpickling refuses."""
+    import pickle
+
+    torch = _torch()
+    real_load, real_loads = torch.load, pickle.loads
+    real_obj = getattr(torch._C, "_pickle_load_obj", None)
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(f, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise PickleRefused("the archive holds pickled Python objects")
+
+    torch.load, pickle.loads = safe_load, refuse
+    if real_obj is not None:
+        torch._C._pickle_load_obj = refuse
+    try:
+        yield
+    finally:
+        torch.load, pickle.loads = real_load, real_loads
+        if real_obj is not None:
+            torch._C._pickle_load_obj = real_obj
+
+
 def load_pt2(path: Path) -> onnx.ModelProto:
     torch = _torch()
     try:
-        program = torch.export.load(str(path))
+        with no_pickles():
+            program = torch.export.load(str(path))
     except Exception as e:
+        if isinstance(e, PickleRefused) or "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ModelError(f"{path}: the archive needs arbitrary pickled objects, which edgeq does not load (they can run "
+                             "code); export plain tensors with torch.export.save, or pass an .onnx") from None
         raise ModelError(f"{path}: not a torch.export archive ({str(e).splitlines()[0] if str(e) else type(e).__name__}); save it with torch.export.save") from None
     try:
         return _to_onnx(program, program.example_inputs[0] if program.example_inputs else ())
