@@ -29,7 +29,7 @@ from edgeq.lower import target_data
 from edgeq.quant.linear import affine_params
 from edgeq.quant.plan import QuantPlan
 from edgeq.quant.sensitivity import relative_noise
-from edgeq.quant.simulate import planned_weights, with_tensors
+from edgeq.quant.simulate import planned_weights, with_tensors, wrap_tensors
 from edgeq.runners import OrtRunner, batch_size_for
 
 SAMPLES = 128  # calibration samples the measurements use
@@ -96,8 +96,6 @@ class ActSimulator:
 
     @staticmethod
     def _insert(g, names: set[str]) -> None:
-        inputs = {i.name for i in g.input}
-        ordered = []
         params = ("s", "z", "lo", "hi", "on")
 
         def fq(src: str, dst: str, t: str) -> list:
@@ -111,20 +109,7 @@ class ActSimulator:
                     helper.make_node("Sub", [x[5], src], [x[6]]), helper.make_node("Mul", [x[6], p["on"]], [x[6] + "o"]),
                     helper.make_node("Add", [src, x[6] + "o"], [dst])]
 
-        for name in [i.name for i in g.input if i.name in names]:
-            ordered += fq(name, f"{name}__aqout", name)
-        for n in g.node:
-            for k, i in enumerate(n.input):
-                if i in inputs and i in names:
-                    n.input[k] = f"{i}__aqout"
-            after = []
-            for k, o in enumerate(n.output):
-                if o in names:
-                    n.output[k] = f"{o}__aqpre"
-                    after += fq(f"{o}__aqpre", o, o)
-            ordered += [n, *after]
-        del g.node[:]
-        g.node.extend(ordered)
+        wrap_tensors(g, names, fq, "{}__aqout", "{}__aqpre")
 
     def run(self, grids: dict[str, tuple]) -> dict[str, np.ndarray]:
         one = lambda v: np.asarray(v, np.float32)  # noqa: E731

@@ -63,6 +63,30 @@ def _fake_quant_nodes(name: str, out: str, scale: float, zp: int, bits: int, sig
     return nodes, inits
 
 
+def wrap_tensors(g, names: set[str], build, out_fmt: str, pre_fmt: str) -> None:
+    """Route every tensor in `names` through the nodes build(src, dst, name) returns.
+
+    A node output NAME is renamed pre_fmt(NAME) and the built nodes write NAME after it, so
+    readers are untouched; a graph input's readers read out_fmt(NAME) instead.
+    """
+    inputs = {i.name for i in g.input}
+    ordered = []
+    for name in [i.name for i in g.input if i.name in names]:
+        ordered += build(name, out_fmt.format(name), name)
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i in inputs and i in names:
+                n.input[k] = out_fmt.format(i)
+        after = []
+        for k, o in enumerate(n.output):
+            if o in names:
+                n.output[k] = pre_fmt.format(o)
+                after += build(pre_fmt.format(o), o, o)
+        ordered += [n, *after]
+    del g.node[:]
+    g.node.extend(ordered)
+
+
 class Simulator:
     """One onnxruntime session of `graph` with the weights `names` as inputs (and activation
     fake-quant when `activations` is given); `run(weights)` returns the outputs on `dataset`."""
@@ -87,28 +111,15 @@ class Simulator:
     def _insert_fake_quant(g, activations: dict) -> None:
         """Producer writes NAME__pre, fake-quant writes NAME (a graph input: NAME -> NAME__fq)."""
         planned = {k: a for k, a in activations.items() if a.bits is not None}
-        inputs = {i.name for i in g.input}
-        ordered, inits = [], []
-        for name in [i.name for i in g.input if i.name in planned]:
+        inits = []
+
+        def build(src: str, dst: str, name: str) -> list:
             a = planned[name]
-            fq, fi = _fake_quant_nodes(name, f"{name}__fq", a.scale, a.zero_point, a.bits, a.signed)
-            ordered += fq
-            inits += fi
-        for n in g.node:
-            for k, i in enumerate(n.input):
-                if i in inputs and i in planned:
-                    n.input[k] = f"{i}__fq"
-            after = []
-            for k, o in enumerate(n.output):
-                if o in planned:
-                    n.output[k] = f"{o}__pre"
-                    a = planned[o]
-                    fq, fi = _fake_quant_nodes(f"{o}__pre", o, a.scale, a.zero_point, a.bits, a.signed)
-                    after += fq
-                    inits += fi
-            ordered += [n, *after]
-        del g.node[:]
-        g.node.extend(ordered)
+            nodes, fi = _fake_quant_nodes(src, dst, a.scale, a.zero_point, a.bits, a.signed)
+            inits.extend(fi)
+            return nodes
+
+        wrap_tensors(g, set(planned), build, "{}__fq", "{}__pre")
         g.initializer.extend(inits)
 
     def run(self, weights: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
