@@ -51,23 +51,7 @@ def timed_interleaved(runners: list, feeds: dict, rounds: int, block: int = 20) 
 def models(tmp: Path) -> list[tuple[str, str, object, dict | None]]:
     """(name, model path, calibration, input shapes)."""
     out = []
-    sample = ROOT / "samples" / "fashion_cnn.onnx"
-    if sample.exists():
-        out.append(("fashion_cnn (bundled)", str(sample), str(ROOT / "samples" / "fashion_calib.npz"), None))
-    else:  # same architecture, untrained: latency depends on shapes only
-        import torch
-
-        from samples.fashion_model import FashionCNN
-
-        torch.manual_seed(0)
-        path = tmp / "fashion_cnn_untrained.onnx"
-        torch.onnx.export(FashionCNN().eval(), (torch.randn(1, 1, 28, 28),), str(path), input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False,
-                          do_constant_folding=False)  # as samples/train_fashion.py exports it
-        calib = tmp / "fashion_calib.npz"
-        np.savez(calib, input=np.random.default_rng(0).normal(0, 1, (64, 1, 28, 28)).astype(np.float32))
-        out.append(("fashion_cnn (untrained)", str(path), str(calib), None))
+    out.append(("fashion_cnn (bundled)", str(ROOT / "samples" / "fashion_cnn.onnx"), str(ROOT / "samples" / "fashion_calib.npz"), None))
     from tests.models import small_cnn, small_cnn_data
 
     onnx.save(small_cnn(), tmp / "small_cnn.onnx")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgeq.profile import profile_model
@@ -18,26 +17,12 @@ DEVICES = ["pixel8", "iphone_a17pro", "snapdragon_8gen3", "android_midrange", "r
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
-    """The bundled Fashion-MNIST CNN compiled for ort (or, until it is bundled, the same
-    architecture with untrained weights: costs depend on shapes only)."""
+    """The bundled Fashion-MNIST CNN compiled for ort."""
     from edgeq.pipeline import compile as edgeq_compile
 
     d = tmp_path_factory.mktemp("fashion")
     model = SAMPLES / "fashion_cnn.onnx"
     calib = SAMPLES / "fashion_calib.npz"
-    if not model.exists():
-        import torch
-
-        from samples.fashion_model import FashionCNN
-
-        torch.manual_seed(0)
-        model = d / "fashion_cnn.onnx"
-        torch.onnx.export(FashionCNN().eval(), (torch.randn(1, 1, 28, 28),), str(model), input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False,
-                          do_constant_folding=False)  # as samples/train_fashion.py exports it
-        calib = d / "calib.npz"
-        np.savez(calib, input=np.random.default_rng(0).normal(0, 1, (48, 1, 28, 28)).astype(np.float32))
     report = edgeq_compile(str(model), "ort", calib=str(calib), out=str(d / "out"), devices=DEVICES, latency_runs=10)
     return report
 
