@@ -39,10 +39,6 @@ def test_corrupt_and_unknown_files(tmp_path):
 
 def test_tflite_artifact(tmp_path, small_compiled):
     """A .tflite edgeq wrote is costed from LiteRT's own op list and runs on LiteRT for timing."""
-    from edgeq.lower import available
-
-    if not available("tflite"):
-        pytest.skip("tflite target not present")
     from edgeq.pipeline import compile as edgeq_compile
     from edgeq.profile import profile_path
 
@@ -65,10 +61,6 @@ def test_tflite_artifact(tmp_path, small_compiled):
 
 def test_mlpackage_artifact(tmp_path, small_compiled):
     """An .mlpackage is costed from its ML program; the A17 Pro's Neural Engine computes it in int8."""
-    from edgeq.lower import available
-
-    if not available("coreml"):
-        pytest.skip("coreml target not present")
     from edgeq.pipeline import compile as edgeq_compile
     from edgeq.profile import profile_path
 
