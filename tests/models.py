@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -53,3 +55,15 @@ def small_cnn(seed: int = 0, batch="N", opset: int = 17, with_bn: bool = True, d
 
 def small_cnn_data(n: int = 64, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 1, (n, 1, 12, 12)).astype(np.float32)
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def fashion_data(n_calib: int, n_val: int) -> tuple[dict, dict]:
+    """The first n_calib calibration and n_val validation samples of the bundled Fashion-MNIST data."""
+    with np.load(SAMPLES / "fashion_calib.npz") as z:
+        calib = {"input": z["input"][:n_calib]}
+    with np.load(SAMPLES / "fashion_val.npz") as z:
+        val = {"input": z["input"][:n_val], "labels": z["labels"][:n_val]}
+    return calib, val

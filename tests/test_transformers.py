@@ -19,6 +19,7 @@ from edgeq.quant.data import Dataset
 from edgeq.quant.mixed import QuantOptions
 from edgeq.quant.simulate import simulate
 from edgeq.runners import OrtRunner
+from tests.models import SAMPLES, fashion_data
 
 SEQ = 12
 INIT_STD = 0.4  # sharp attention, as in trained encoders (BERT's default 0.02 attends almost uniformly)
@@ -112,16 +113,9 @@ def test_w8a8_act_bits_auto_keeps_embedding_cosine(bert, tmp_path):
 
 def test_vit_sample_w8a8_act_bits_auto_keeps_accuracy(tmp_path):
     """samples/fashion_vit.onnx (samples/train_vit.py): W8A8 --act-bits auto on ORT keeps >= 99 % of float top-1."""
-    from pathlib import Path
 
-    samples = Path(__file__).resolve().parents[1] / "samples"
-    if not (samples / "fashion_vit.onnx").is_file():
-        pytest.skip("samples/fashion_vit.onnx not built (python samples/train_vit.py)")
-    with np.load(samples / "fashion_calib.npz") as z:
-        calib = {"input": z["input"][:128]}
-    with np.load(samples / "fashion_val.npz") as z:
-        val = {"input": z["input"][:500], "labels": z["labels"][:500]}
-    report = edgeq_compile(str(samples / "fashion_vit.onnx"), "ort", calib=calib, val=val, out=tmp_path / "out",
+    calib, val = fashion_data(128, 500)
+    report = edgeq_compile(str(SAMPLES / "fashion_vit.onnx"), "ort", calib=calib, val=val, out=tmp_path / "out",
                            latency_runs=3, quant=QuantOptions(act_bits="auto"))
     v = report["targets"][0]["verify"]
     assert v["accuracy_quant"] >= 0.99 * v["accuracy_float"], v

@@ -15,6 +15,7 @@ from edgeq.passes import run_passes
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import OrtRunner
 from tests.conftest import SAMPLES
+from tests.models import fashion_data
 
 pytest.importorskip("coremltools")
 coreml = pytest.importorskip("edgeq.lower.coreml")
@@ -92,12 +93,7 @@ def test_vit_sample_compiles_for_coreml_and_keeps_top1(tmp_path):
     """samples/fashion_vit.onnx, default plan and fp16: top-1 within 1 point of float."""
     from edgeq.pipeline import compile as edgeq_compile
 
-    if not (SAMPLES / "fashion_vit.onnx").is_file():
-        pytest.skip("samples/fashion_vit.onnx not built (python samples/train_vit.py)")
-    with np.load(SAMPLES / "fashion_calib.npz") as z:
-        calib = {"input": z["input"][:128]}
-    with np.load(SAMPLES / "fashion_val.npz") as z:
-        val = {"input": z["input"][:400], "labels": z["labels"][:400]}
+    calib, val = fashion_data(128, 400)
     report = edgeq_compile(str(SAMPLES / "fashion_vit.onnx"), "coreml", calib=calib, val=val, out=tmp_path / "out",
                            latency_runs=1)
     entry = report["targets"][0]

@@ -6,11 +6,8 @@ Where) and erf-GELU (fused into LiteRT's GELU; a lone Erf is a float polynomial)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 from edgeq.frontend import load
@@ -21,9 +18,9 @@ from edgeq.pipeline import compile as edgeq_compile
 from edgeq.quant.mixed import QuantOptions
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import OrtRunner
+from tests.models import SAMPLES, fashion_data
 from tests.test_transformers import export_bert, token_batch, token_cosine
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 tflite = get_target("tflite")
 
 
@@ -44,12 +41,8 @@ def _run_tflite(path: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return {k: np.concatenate(v) for k, v in got.items()}
 
 
-@pytest.mark.skipif(not (SAMPLES / "fashion_vit.onnx").is_file(), reason="samples/fashion_vit.onnx not built")
 def test_vit_sample_int8_keeps_top1_within_a_point(tmp_path):
-    with np.load(SAMPLES / "fashion_calib.npz") as z:
-        calib = {"input": z["input"][:128]}
-    with np.load(SAMPLES / "fashion_val.npz") as z:
-        val = {"input": z["input"][:500], "labels": z["labels"][:500]}
+    calib, val = fashion_data(128, 500)
     report = edgeq_compile(str(SAMPLES / "fashion_vit.onnx"), "tflite", calib=calib, val=val, out=tmp_path / "out",
                            latency_runs=3, quant=QuantOptions(act_bits="auto"), target_options={"fallback": "float"})
     entry = report["targets"][0]
@@ -63,7 +56,6 @@ def test_vit_sample_int8_keeps_top1_within_a_point(tmp_path):
     assert any("fallback=float" in n for n in entry["notes"])
 
 
-@pytest.mark.skipif(not (SAMPLES / "fashion_vit.onnx").is_file(), reason="samples/fashion_vit.onnx not built")
 def test_vit_sample_float_matches_onnx(tmp_path):
     graph = run_passes(load(str(SAMPLES / "fashion_vit.onnx")))
     plan = QuantPlan(model_sha256="float", mode="static")
