@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, write_text
@@ -32,7 +30,7 @@ from edgeq.quant.simulate import plan_graph
 from edgeq.quant.size import predicted_bytes
 from edgeq.report import write_report
 from edgeq.report.html import write_html
-from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner
+from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
 from edgeq.verify import compare
 
 
@@ -54,10 +52,6 @@ class Options:
     quant: object = None  # edgeq.quant.mixed.QuantOptions (bits, budgets, rounding); None = uniform int8
     devices: list[str] = field(default_factory=list)  # device profiles to estimate on (targets/devices/*.toml)
     rate: float = 30.0  # inferences per second, for battery per hour
-
-
-def _progress(label: str, length: int, enabled: bool):
-    return progress_bar(label, length, enabled)
 
 
 def model_stem(model) -> str:
@@ -99,11 +93,11 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     elif opts.quant is not None and not opts.quant.is_default():
         allowed = sorted(set.intersection(*[set(target_data(t).get("weight_bits", range(2, 9))) for t in opts.targets]))
         plan = build_mixed_plan(graph, calib, opts.targets[0] if len(opts.targets) == 1 else None, allowed, opts.quant,
-                                lambda label, n: _progress(label, n, opts.progress))
+                                lambda label, n: progress_bar(label, n, opts.progress))
         if len(modules) == 1:  # several targets: each adjusts its own copy (run_compile)
             adjust_for_target(graph, plan, modules[0], opts)
     else:
-        with _progress("calibrating", len(calib), opts.progress) as bar:
+        with progress_bar("calibrating", len(calib), opts.progress) as bar:
             ranges = observe(graph, calib, progress=bar.update)
         plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
         plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
@@ -156,24 +150,20 @@ def run_compile(model, opts: Options) -> dict:
     with StagingDir(opts.out) as staging:
         for name, mod in zip(opts.targets, modules):
             tplan = plan_for_target(graph, plan, mod, modules, opts)
-            if tplan is not plan and tplan.sha256() != plan.sha256():
+            own_plan = tplan is not plan and tplan.sha256() != plan.sha256()
+            if own_plan:
                 write_text(staging.path / f"plan.{name}.json", tplan.to_json())  # what this target lowered, exactly
             artifact = mod.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
             runner = make_runner(artifact, opts.threads)
-            with _progress(f"verifying {name}", len(val), opts.progress) as bar:
-                got = {}
-                for feeds in val.batches(bs):
-                    for k, v in runner.run(feeds).items():
-                        got.setdefault(k, []).append(v)
-                    bar.update(len(next(iter(feeds.values()))))
-            got = {k: np.concatenate(v) for k, v in got.items()}
+            with progress_bar(f"verifying {name}", len(val), opts.progress) as bar:
+                got = run_batches(runner, val, bs, bar.update)
             verify = compare(ref, got, val.labels)
             # Alternating with the float graph: both see the same machine noise.
             float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
-            if tplan is not plan and tplan.sha256() != plan.sha256():
+            if own_plan:
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
                                                       getattr(runner, "load_seconds", None), opts.threads)

@@ -114,12 +114,19 @@ class OrtRunner:
         return dict(zip(self.output_names, values))
 
     def run_batches(self, dataset, batch_size: int) -> dict[str, np.ndarray]:
-        """Run a whole dataset, concatenating each output along the sample axis."""
-        parts: dict[str, list] = {}
-        for feeds in dataset.batches(batch_size):
-            for k, v in self.run(feeds).items():
-                parts.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return run_batches(self, dataset, batch_size)
+
+
+def run_batches(runner, dataset, batch_size: int, on_batch=None) -> dict[str, np.ndarray]:
+    """Run a whole dataset through any runner, concatenating each output along the sample axis;
+    on_batch(n) is told each batch's size (for a progress bar)."""
+    parts: dict[str, list] = {}
+    for feeds in dataset.batches(batch_size):
+        for k, v in runner.run(feeds).items():
+            parts.setdefault(k, []).append(v)
+        if on_batch:
+            on_batch(len(next(iter(feeds.values()))))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def batch_size_for(graph, preferred: int = 32) -> int:
