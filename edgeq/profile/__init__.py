@@ -21,38 +21,31 @@ ESTIMATE_LABEL = ("estimate: roofline cost model x device profile (targets/devic
                   "energy = MACs x pJ/MAC + bytes x pJ/byte + active power x time; not a measurement")
 
 
-def measure_latency(runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 5.0) -> dict:
-    """Milliseconds per run: warm-up first, then up to `runs` timed runs within a time budget."""
+def measure_runners(runners: list, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 5.0) -> list[dict]:
+    """Milliseconds per run for each runner, taken alternately so machine noise hits all alike:
+    warm-up first, then up to `runs` timed rounds within a time budget (at least 5)."""
     for _ in range(warmup):
-        runner.run(feeds)
-    times = []
+        for r in runners:
+            r.run(feeds)
+    times: list[list[float]] = [[] for _ in runners]
     deadline = time.perf_counter() + budget_s
-    while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        runner.run(feeds)
-        times.append((time.perf_counter() - t0) * 1e3)
-    t = np.asarray(times)
-    return {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)), "runs": len(t)}
-
-
-def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 8.0) -> tuple[dict, dict]:
-    """Float and quantized latency measured alternately, so machine noise hits both alike."""
-    for _ in range(warmup):
-        float_runner.run(feeds)
-        quant_runner.run(feeds)
-    times: tuple[list, list] = ([], [])
-    deadline = time.perf_counter() + budget_s
-    while len(times[1]) < runs and (len(times[1]) < 5 or time.perf_counter() < deadline):
-        for k, r in enumerate((float_runner, quant_runner)):
+    while len(times[0]) < runs and (len(times[0]) < 5 or time.perf_counter() < deadline):
+        for k, r in enumerate(runners):
             t0 = time.perf_counter()
             r.run(feeds)
             times[k].append((time.perf_counter() - t0) * 1e3)
-    out = []
-    for t in times:
-        t = np.asarray(t)
-        out.append({"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
-                    "runs": len(t)})
-    return out[0], out[1]
+    return [{"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+             "runs": len(t)} for t in map(np.asarray, times)]
+
+
+def measure_latency(runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 5.0) -> dict:
+    return measure_runners([runner], feeds, warmup, runs, budget_s)[0]
+
+
+def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 8.0) -> tuple[dict, dict]:
+    """Float and quantized latency measured alternately."""
+    flt, quant = measure_runners([float_runner, quant_runner], feeds, warmup, runs, budget_s)
+    return flt, quant
 
 
 def one_sample(dataset) -> dict:
