@@ -112,7 +112,7 @@ def no_pickles():
 def load_pt2(path: Path) -> onnx.ModelProto:
     torch = _torch()
     try:
-        with no_pickles():
+        with no_pickles(), _quiet():  # torch logs a traceback for a corrupt archive; the error below says it in one line
             program = torch.export.load(str(path))
     except Exception as e:
         if isinstance(e, PickleRefused) or "weights_only" in str(e) or "Unsupported global" in str(e):

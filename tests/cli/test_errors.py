@@ -119,3 +119,10 @@ def test_existing_output_untouched_on_failure(tmp_path, small_model):
     result = CliRunner().invoke(main, ["compile", str(small_model), "--calib", str(tmp_path / "c.npz"), "--out", str(out)])
     assert result.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_corrupt_pt2_is_one_line(tmp_path, small_calib):
+    pytest.importorskip("torch")
+    p = tmp_path / "bad.pt2"
+    p.write_text("not a zip archive")
+    compile_fails(tmp_path, [p, "--calib", small_calib], "bad.pt2: not a torch.export archive")
