@@ -34,7 +34,9 @@ NAME = "coreml"
 DESCRIPTION = target_data("coreml").get("description", "")
 OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **LOGIC_OPS, **RNN_OPS}.items()))
 MIN_OS = ("ios16", "ios17", "ios18")
-INT32_INPUTS = ("int64",)  # integer inputs a Core ML program takes as int32 (program.PLACEHOLDER_DTYPES)
+# Input dtypes a Core ML program takes as another (program.PLACEHOLDER_DTYPES); the runner converts at the boundary.
+BOUNDARY_DTYPES = {**dict.fromkeys(("int8", "uint8", "int16", "uint16", "uint32", "int64", "uint64"), "int32"),
+                   "float64": "float32"}
 PRECISIONS = ("fp16", "fp32")
 
 
@@ -103,12 +105,15 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     if batch_bound:
         notes.append("symbolic batch bound to 1 in the program (one sample per Core ML prediction)")
     for s in graph.inputs:
-        if s.dtype in INT32_INPUTS:
+        if BOUNDARY_DTYPES.get(s.dtype) == "int32":
             notes.append(f"{s.dtype} input '{s.name}' is int32 in the program (Core ML has no {s.dtype} inputs); "
                          "the runner converts at the boundary and rejects values outside int32")
+        elif s.dtype in BOUNDARY_DTYPES:
+            notes.append(f"{s.dtype} input '{s.name}' is float32 in the program (Core ML has no {s.dtype} inputs); "
+                         "the runner converts at the boundary, losing precision beyond float32's 24-bit mantissa")
     return Artifact(
         target=NAME, path=path, files=[path],
-        inputs=[IOSpec(s.name, list(static_shape(s.shape)), "int32" if s.dtype in INT32_INPUTS else s.dtype) for s in graph.inputs],
+        inputs=[IOSpec(s.name, list(static_shape(s.shape)), BOUNDARY_DTYPES.get(s.dtype, s.dtype)) for s in graph.inputs],
         outputs=[IOSpec(s.name, list(static_shape(s.shape)), s.dtype) for s in graph.outputs],
         plan_sha256=plan.sha256(), model_sha256=plan.model_sha256, notes=sorted(set(notes)),
         extra={"min_os": min_os, "compute_precision": precision, "batch_bound": batch_bound, "weight_ops": ctx.weight_ops,
@@ -116,19 +121,36 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     )
 
 
-def int32_feeds(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Core ML programs take int32 where the ONNX model takes int64 (token ids): convert here,
-    at the boundary, refusing values int32 cannot hold instead of wrapping them."""
-    out = {}
-    for k, v in feeds.items():
-        v = np.asarray(v)
-        if v.dtype.kind in "iu" and v.dtype != np.int32:
+def boundary_feeds(artifact_inputs: list[IOSpec], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each feed in the program's input dtype: int32 where the ONNX model takes int64/uint8/...
+    (refusing values int32 cannot hold instead of wrapping them), float32 for float64."""
+    out = dict(feeds)
+    for spec in artifact_inputs:
+        v = out.get(spec.name)
+        if v is None:
+            continue
+        v, want = np.asarray(v), np.dtype(spec.dtype)
+        if v.dtype.kind in "iu" and want == np.int32 and v.dtype != np.int32:
             info = np.iinfo(np.int32)
             if v.size and (v.min() < info.min or v.max() > info.max):
-                raise CalibrationError(f"input '{k}': values outside int32 ({v.min()}..{v.max()}); Core ML programs take int32 inputs")
+                raise CalibrationError(f"input '{spec.name}': values outside int32 ({v.min()}..{v.max()}); "
+                                       "Core ML programs take int32 inputs")
             v = v.astype(np.int32)
-        out[k] = v
+        elif v.dtype.kind == "f" and want == np.float32 and v.dtype != np.float32:
+            v = v.astype(np.float32)
+        out[spec.name] = v
     return out
+
+
+def onnx_outputs(artifact_outputs: list[IOSpec], outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Program outputs (fp16/fp32/int32/bool) in the ONNX output dtype for integer, bool and float64
+    outputs (the program wrapped narrow integers already); float32 for float16 and float32 ones."""
+    dtypes = {s.name: s.dtype for s in artifact_outputs}
+    res = {}
+    for k, v in outs.items():
+        dtype = dtypes.get(k, "float32")
+        res[k] = np.asarray(v, dtype if dtype in ("float64", "bool") or dtype.startswith(("int", "uint")) else np.float32)
+    return res
 
 
 class MILRunner:
@@ -136,8 +158,8 @@ class MILRunner:
 
     A program with a bound symbolic batch holds one sample; the runner first tries all samples
     stacked (much faster in numpy) and keeps that only if the first and last samples match
-    their single-sample runs; otherwise it runs sample by sample. Integer feeds (int64 token
-    ids) become int32, the type the program takes (`int32_feeds`).
+    their single-sample runs; otherwise it runs sample by sample. Feeds are converted to the types
+    the program takes (`boundary_feeds`), outputs back to the ONNX types (`onnx_outputs`).
     """
 
     def __init__(self, artifact: Artifact):
@@ -146,6 +168,7 @@ class MILRunner:
         start = time.perf_counter()
         self.program = MILProgram(artifact.path)
         self.load_seconds = time.perf_counter() - start
+        self.inputs, self.outputs = artifact.inputs, artifact.outputs
         self.input_names = [s.name for s in artifact.inputs]
         self.output_names = [s.name for s in artifact.outputs]
         shapes = [s.shape for s in artifact.inputs if s.shape]
@@ -153,13 +176,19 @@ class MILRunner:
         self.stacking_ok: bool | None = None  # None: not checked yet
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return onnx_outputs(self.outputs, self._run(boundary_feeds(self.inputs, feeds)))
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The program holds a fixed leading dim (1 for a bound symbolic batch): feed it that many at a time."""
-        feeds = int32_feeds(feeds)
+        if any(np.ndim(v) == 0 for v in feeds.values()):  # a scalar input is [1] in the program: nothing to batch
+            outs = self.program.run_positional([np.reshape(feeds[k], (-1,)) if np.ndim(feeds[k]) == 0 else feeds[k]
+                                                for k in self.input_names])
+            return dict(zip(self.output_names, outs))
         n = len(next(iter(feeds.values()))) if self.input_names else 1
         step = self.chunk if self.chunk and n % self.chunk == 0 else n
         if step == n:
             outs = self.program.run_positional([feeds[k] for k in self.input_names])
-            return {k: np.asarray(v, np.float32) for k, v in zip(self.output_names, outs)}
+            return dict(zip(self.output_names, outs))
         if self.chunk == 1 and self.stacking_ok is not False:
             stacked = self._stacked(feeds, n)
             if stacked is not None:
@@ -168,7 +197,7 @@ class MILRunner:
         for i in range(0, n, step):
             outs = self.program.run_positional([feeds[k][i : i + step] for k in self.input_names])
             for k, v in zip(self.output_names, outs):
-                parts[k].append(np.asarray(v, np.float32))
+                parts[k].append(np.asarray(v))
         return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
 
     def _stacked(self, feeds: dict, n: int) -> dict | None:
@@ -184,7 +213,7 @@ class MILRunner:
                                 for a, b in zip(outs, single))
         if n > 1:
             self.stacking_ok = ok
-        return {k: np.asarray(v, np.float32) for k, v in zip(self.output_names, outs)} if ok else None
+        return dict(zip(self.output_names, outs)) if ok else None
 
 
 class CoreMLPredictRunner:
@@ -197,22 +226,39 @@ class CoreMLPredictRunner:
         self.model = ct.models.MLModel(str(artifact.path))
         self.load_seconds = time.perf_counter() - start
         spec = self.model.get_spec()
+        self.inputs, self.outputs = artifact.inputs, artifact.outputs
         self.input_map = dict(zip([s.name for s in artifact.inputs], [i.name for i in spec.description.input]))
         self.output_map = dict(zip([s.name for s in artifact.outputs], [o.name for o in spec.description.output]))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = int32_feeds(feeds)
+        feeds = boundary_feeds(self.inputs, feeds)
         n = len(next(iter(feeds.values())))
         parts: dict[str, list] = {k: [] for k in self.output_map}
         for i in range(n):
             out = self.model.predict({m: feeds[k][i : i + 1] for k, m in self.input_map.items()})
             for k, m in self.output_map.items():
-                parts[k].append(np.asarray(out[m], np.float32))
-        return {k: np.concatenate(v) for k, v in parts.items()}
+                parts[k].append(np.asarray(out[m]))
+        return onnx_outputs(self.outputs, {k: np.concatenate(v) for k, v in parts.items()})
 
 
 def can_predict() -> bool:
     return platform.system() == "Darwin"
+
+
+def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
+    """On macOS, Core ML itself (coremltools predict) beside the MIL reference executor verify ran:
+    its fidelity to float, and how far it is from the executor."""
+    from edgeq.verify import compare
+    from edgeq.verify.cross import lsb_agreement, run_check
+
+    if not can_predict():
+        return {"coreml_predict": {"skipped": "coremltools runs Core ML models only on macOS; verified in the MIL reference executor"}}
+
+    def predict() -> dict:
+        predicted = CoreMLPredictRunner(artifact).run(feeds)
+        return {**compare(ref, predicted), "vs_reference_executor": lsb_agreement(got, predicted, plan)}
+
+    return {"coreml_predict": run_check(predict)}
 
 
 @register_runner(NAME)

@@ -18,6 +18,14 @@ from edgeq.errors import UnsupportedOpError
 from edgeq.graph import Graph, get_attr, node_name
 from edgeq.quant.plan import QuantPlan
 
+# Narrow ONNX integers live in int32 inside the program (Core ML has no such tensors); their bits.
+NARROW_BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16}
+# Ops whose results are some of their inputs' values (moved, selected, bounded): a narrow integer
+# result stays in range without wrapping. Every other op's narrow result is wrapped (program._wrap).
+IN_RANGE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
+                "GatherElements", "Tile", "Expand", "Pad", "Max", "Min", "Clip", "Relu", "MaxPool", "GlobalMaxPool",
+                "ReduceMax", "ReduceMin", "Where", "Identity", "DepthToSpace", "SpaceToDepth", "TopK"}
+
 
 @dataclass
 class LoweringContext:
@@ -80,10 +88,18 @@ class LoweringContext:
     def out_name(self, k: int = 0) -> str:
         """MIL name for the node's k-th output: the ONNX name (W8A8 tensors get '_float')."""
         name = self.node.output[k]
+        if self.wrap_bits(name) is not None:
+            return mil_name(f"{name}_int32")  # the wrapped value takes the ONNX name (program._wrap)
         a = self.plan.activations.get(name)
         if self.min_os != "ios16" and self.plan.mode == "static" and a is not None and a.bits == 8:
             name = f"{name}_float"
         return mil_name(name)
+
+    def wrap_bits(self, name: str) -> int | None:
+        """The width a node output must be wrapped to after the current op, or None."""
+        if self.node is None or self.node.op_type in IN_RANGE_OPS:
+            return None
+        return NARROW_BITS.get(self.graph.dtype(name))
 
     def unsupported(self, why: str) -> UnsupportedOpError:
         n = self.node

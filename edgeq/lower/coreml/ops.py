@@ -158,6 +158,9 @@ def lower_clip(ctx: LoweringContext):
     if ctx.inp(2):
         hi = float(ctx.need_const(ctx.inp(2), "Clip max"))
     x = ctx.var(ctx.inp(0))
+    if not is_float(x):  # MIL's clip is float-only; integer bounds stay exact as int32 max/min
+        y = x if lo is None else mb.maximum(x=x, y=np.int32(lo))
+        return mb.minimum(x=y, y=np.int32(hi), name=ctx.out_name()) if hi is not None else mb.identity(x=y, name=ctx.out_name())
     if lo is not None and hi is not None:
         return mb.clip(x=x, alpha=np.float32(lo), beta=np.float32(hi), name=ctx.out_name())
     if lo is not None:
@@ -236,8 +239,18 @@ def _pool(ctx: LoweringContext, kind: str):
     if kind == "max":
         if len(ctx.node.output) > 1 and ctx.node.output[1]:
             raise ctx.unsupported("MaxPool's Indices output")
+        if not is_float(args["x"]) and _exact_in_float(ctx, ctx.inp(0)):  # MIL pools floats only
+            args["x"], name = mb.cast(x=args["x"], dtype="fp32"), args.pop("name")
+            return mb.cast(x=mb.max_pool(**args), dtype="int32", name=name)
         return mb.max_pool(**args)
     return mb.avg_pool(exclude_padding_from_average=not ctx.attr("count_include_pad", 0), **args)
+
+
+def _exact_in_float(ctx: LoweringContext, name: str) -> bool:
+    """An integer tensor every value of which the compute precision holds exactly: 8-bit always
+    (fp16 has 11 mantissa bits), 16-bit in fp32 programs only."""
+    return {"int8": True, "uint8": True, "int16": ctx.precision == "fp32", "uint16": ctx.precision == "fp32"}.get(
+        ctx.graph.dtype(name), False)
 
 
 def lower_max_pool(ctx: LoweringContext):

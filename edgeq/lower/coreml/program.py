@@ -20,7 +20,11 @@ from edgeq.lower.coreml.context import LoweringContext, mil_name
 from edgeq.quant.plan import QuantPlan
 
 OPSET_OF = {"ios16": "iOS16", "ios17": "iOS17", "ios18": "iOS18"}
-PLACEHOLDER_DTYPES = {"float32": "fp32", "float16": "fp32", "int32": "int32", "int64": "int32", "bool": "bool"}
+# ONNX input dtype -> the Core ML program's input dtype. Core ML inputs are fp16/fp32/int32/bool only:
+# other integers enter as int32 and float64 as fp32, converted by the runner at the boundary
+# (coreml.boundary_feeds); narrow integer results are wrapped back to their width in the program.
+PLACEHOLDER_DTYPES = {"float32": "fp32", "float16": "fp32", "float64": "fp32", "int32": "int32", "bool": "bool",
+                      **dict.fromkeys(("int8", "uint8", "int16", "uint16", "uint32", "int64", "uint64"), "int32")}
 
 
 def static_shape(shape: tuple) -> tuple[int, ...]:
@@ -39,7 +43,10 @@ def build_program(graph: Graph, plan: QuantPlan, min_os: str, precision: str, op
     for spec in graph.inputs:
         dtype = PLACEHOLDER_DTYPES.get(spec.dtype)
         if dtype is None:
-            raise UnsupportedOpError(spec.name, f"input of type {spec.dtype}", "coreml", "Core ML inputs are float or int32")
+            name = spec.dtype.removeprefix("onnx:")
+            name = onnx.TensorProto.DataType.Name(int(name)).lower() if name.isdigit() else name
+            raise UnsupportedOpError(spec.name, f"input of type {name}", "coreml",
+                                     "Core ML program inputs are float, integer or bool; convert it before the model")
         placeholders[mil_name(spec.name)] = mb.placeholder(shape=static_shape(spec.shape), dtype=types.string_to_builtin(dtype))
     prog = Program()
     with Function(placeholders, opset_version=getattr(ct.target, OPSET_OF[min_os])) as fn:
@@ -50,7 +57,7 @@ def build_program(graph: Graph, plan: QuantPlan, min_os: str, precision: str, op
             outs = _lower_node(ctx, node, ops)
             for name, v in zip(node.output, outs):
                 if name and v is not None:
-                    ctx.values[name] = _qdq(ctx, name, v)
+                    ctx.values[name] = _qdq(ctx, name, _wrap(ctx, name, v))
         fn.set_outputs([_output(ctx, o.name) for o in graph.outputs])
     prog.add_function("main", fn)
     lowered = {w["tensor"] for w in ctx.weight_ops}
@@ -96,6 +103,19 @@ def _qdq(ctx: LoweringContext, name: str, v):
     q = mb.quantize(input=v, scale=np.float32(a.scale), zero_point=zp, output_dtype=dtype, name=mil_name(f"{name}_quantized"))
     kw = {"name": mil_name(name)} if name in _outputs(ctx) else {}
     return mb.dequantize(input=q, scale=np.float32(a.scale), zero_point=zp, **kw)
+
+
+def _wrap(ctx: LoweringContext, name: str, v):
+    """An int8/uint8/int16/uint16 result computed in int32 (Add, Mul, Neg...) brought back into its
+    ONNX width, as ONNX wraps it: floor mod 2^bits (MIL's mod is Python's %), shifted for signed."""
+    bits = ctx.wrap_bits(name)
+    if bits is None or isinstance(v, np.ndarray):
+        return v
+    signed, span = ctx.graph.dtype(name).startswith("int"), np.int32(2**bits)
+    if not signed:
+        return mb.mod(x=v, y=span, name=mil_name(name))
+    half = np.int32(2 ** (bits - 1))
+    return mb.sub(x=mb.mod(x=mb.add(x=v, y=half), y=span), y=half, name=mil_name(name))
 
 
 def _outputs(ctx: LoweringContext) -> set[str]:

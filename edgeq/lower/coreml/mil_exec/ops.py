@@ -133,7 +133,7 @@ def _binary(fn):
 
 for _name, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
                    "minimum": np.minimum, "pow": lambda a, b: np.power(a.astype(np.float32), b.astype(np.float32)),
-                   "floor_div": np.floor_divide, "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater,
+                   "floor_div": np.floor_divide, "mod": np.mod, "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater,
                    "greater_equal": np.greater_equal, "less": np.less, "less_equal": np.less_equal,
                    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor}.items():
     MIL_OPS[_name] = _binary(_fn)
