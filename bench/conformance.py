@@ -6,7 +6,8 @@ Each case of Debian's libonnx-testdata (/usr/share/libonnx-testdata/data/node/te
 whose ops are all in the target's op table is loaded like any model, lowered with a
 float plan (no bits), run on the target's runtime and compared with the expected
 outputs (rtol 1e-3, atol 1e-5). Parameter inputs (weights, pads, axes, clip bounds, see
-PARAM_INPUTS) are frozen to the case's values first, as a deployed model holds them. Target-agnostic: it uses only get_target, lower and
+PARAM_INPUTS) are frozen to the case's values first, as a deployed model holds them; dims
+the model leaves unbound are bound to the case's data, as `--input-shape` does. Target-agnostic: it uses only get_target, lower and
 make_runner. A case that fails to lower counts as a failure and is listed with why.
 """
 
@@ -43,7 +44,7 @@ PARAM_INPUTS = {
     "Conv": (1, 2), "ConvTranspose": (1, 2), "Clip": (1, 2), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
     "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "Resize": (1, 2, 3),
     "Reshape": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "LayerNormalization": (1, 2),
-    "PRelu": (1,), "Gemm": (1, 2), "LSTM": (1, 2, 3, 4, 5, 6, 7),
+    "PRelu": (1,), "Gemm": (1, 2), "LSTM": (1, 2, 3, 4, 5, 6, 7), "Expand": (1,),
 }
 
 
@@ -96,7 +97,13 @@ def run_case(mod, case: Path, work: Path) -> tuple[bool, str]:
     outputs = [o.name for o in model.graph.output]
     for ds in sorted(case.glob("test_data_set_*")):
         values = {name: read_pb(ds / f"input_{k}.pb") for k, name in enumerate(inputs) if (ds / f"input_{k}.pb").exists()}
-        graph = run_passes(load(frozen(model, values)))
+        try:
+            graph = run_passes(load(frozen(model, values)))
+        except EdgeqError as e:  # an unbound dim: bound to the case's data, as `--input-shape` does for a user
+            if "unbound dynamic dim" not in str(e):
+                raise
+            m = frozen(model, values)
+            graph = run_passes(load(m, input_shapes={i.name: values[i.name].shape for i in m.graph.input if i.name in values}))
         plan = QuantPlan(model_sha256=graph.sha256(), target=mod.NAME, mode="static")
         artifact = mod.lower(graph, plan, work / ds.name, case.name, json.loads(os.environ.get("EDGEQ_TARGET_OPTIONS", "{}")))
         feeds = {s.name: values[s.name] for s in graph.inputs}
