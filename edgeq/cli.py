@@ -14,7 +14,7 @@ import click
 from edgeq import __version__
 from edgeq.errors import EdgeqError
 
-TARGET_HELP = "Target to compile for (repeat for several). `edgeq targets` lists them."
+TARGET_HELP = "Target to compile for (repeat, or a,b, for several). `edgeq targets` lists them."
 
 
 def _fail(e: EdgeqError):
@@ -120,7 +120,8 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
     from edgeq.frontend import parse_input_shapes
     from edgeq.pipeline import Options
 
-    return Options(targets=list(targets) or ["ort"], calib=calib, val=val, out=Path(out),
+    targets = [t.strip() for spec in targets for t in spec.split(",") if t.strip()]  # --target a,b == --target a --target b
+    return Options(targets=targets or ["ort"], calib=calib, val=val, out=Path(out),
                    input_shapes=parse_input_shapes(input_shapes), seed=seed, **kw)
 
 

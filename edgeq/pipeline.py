@@ -32,6 +32,7 @@ from edgeq.report import write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
 from edgeq.verify import compare
+from edgeq.verify.cross import first
 
 
 @dataclass
@@ -158,6 +159,8 @@ def run_compile(model, opts: Options) -> dict:
             with progress_bar(f"verifying {name}", len(val), opts.progress) as bar:
                 got = run_batches(runner, val, bs, bar.update)
             verify = compare(ref, got, val.labels)
+            if hasattr(mod, "cross_checks"):  # a second runtime or the plan's simulation, on the first samples
+                verify["cross_checks"] = mod.cross_checks(artifact, lowered, tplan, first(val.arrays), first(ref), first(got))
             # Alternating with the float graph: both see the same machine noise.
             float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))

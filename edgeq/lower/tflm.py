@@ -155,6 +155,18 @@ class MicroRunner:
         return T.run_in_batches(self.artifact, feeds, invoke)
 
 
+def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
+    """TFLite Micro (what verify ran) against LiteRT's built-in kernels on the same flatbuffer,
+    and against the plan's QDQ simulation."""
+    from edgeq.verify.cross import lsb_agreement, run_check
+
+    checks = {"litert_builtin_kernels": run_check(
+        lambda: lsb_agreement(got, T.LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
+    if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
+        checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, T.qdq_simulation(graph, plan, feeds), plan))
+    return checks
+
+
 @register_runner(NAME)
 def make_runner(artifact: Artifact, threads: int = 1) -> MicroRunner:
     return MicroRunner(artifact, threads)

@@ -22,6 +22,16 @@ def _pct(x) -> str:
     return f"{100 * x:.2f} %" if x is not None else "-"
 
 
+def cross_check_text(c: dict) -> str:
+    if "skipped" in c or "error" in c:
+        return f"not run: {c.get('skipped') or c['error']}"[:100]
+    if "vs_reference_executor" in c:  # Core ML itself: fidelity to float, then distance from the executor
+        return f"SQNR {c['sqnr_db']:.1f} dB; {cross_check_text(c['vs_reference_executor'])} from the executor"
+    if c.get("max_lsb") is not None:
+        return f"max {c['max_lsb']:.2f} LSB, {100 * c['within_1_lsb']:.2f} % within 1 LSB ({c['samples']} samples)"
+    return f"max abs diff {c['max_abs_diff']:.3g} ({c['samples']} samples)"
+
+
 def table(report: dict) -> str:
     """A float-vs-quantized table per target, plus warnings and notes."""
     lines = [f"edgeq {report['edgeq_version']}  model {report['model']['path']}  "
@@ -38,6 +48,8 @@ def table(report: dict) -> str:
             rows.append(("top-1 agreement", "-", _pct(v["top1_agreement"])))
         if v.get("accuracy_float") is not None:
             rows.append(("top-1 accuracy", _pct(v["accuracy_float"]), _pct(v["accuracy_quant"])))
+        for name, c in (v.get("cross_checks") or {}).items():
+            rows.append((f"vs {name.replace('_', ' ')}", "-", cross_check_text(c)))
         rows.append(("latency p50 (host)", f"{lat['float_p50']:.3f} ms", f"{lat['quant_p50']:.3f} ms  ({lat['float_p50'] / lat['quant_p50']:.2f}x)"))
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)

@@ -29,7 +29,8 @@ from edgeq.runners import register_runner
 
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")
-__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner"]
+__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
+           "cross_checks"]
 
 # Output grids fixed by LiteRT's integer kernels, keyed by the ONNX op producing the tensor.
 FIXED_OUTPUT_GRIDS = {"Softmax": "SOFTMAX", "Sigmoid": "LOGISTIC", "Tanh": "TANH", "LogSoftmax": "LOG_SOFTMAX"}
@@ -251,6 +252,29 @@ def from_artifact(y: np.ndarray, spec: IOSpec, nhwc: bool) -> np.ndarray:
     if nhwc and y.ndim == 4:
         y = y.transpose(L.TO_NCHW)
     return y
+
+
+def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
+    """What verify ran (XNNPACK where it delegates) against LiteRT's built-in kernels, and, for
+    integer activations, against the plan's QDQ simulation in onnxruntime (1 LSB where the math allows)."""
+    from edgeq.verify.cross import lsb_agreement, run_check
+
+    checks = {"builtin_kernels": run_check(lambda: lsb_agreement(got, LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
+    if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
+        checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, qdq_simulation(graph, plan, feeds), plan))
+    return checks
+
+
+def qdq_simulation(graph: Graph, plan: QuantPlan, feeds: dict) -> dict:
+    """The plan run as QDQ ONNX without graph optimizations: float math on the plan's grids."""
+    import tempfile
+
+    from edgeq.lower import get_target
+    from edgeq.runners import OrtRunner
+
+    with tempfile.TemporaryDirectory() as d:
+        sim = get_target("ort").lower(graph, plan, Path(d), "simulation", {"ort_format": False})
+        return OrtRunner(str(sim.path), optimize=False).run(feeds)
 
 
 @register_runner(NAME)
