@@ -36,6 +36,7 @@ SAMPLES = 128  # calibration samples the measurements use
 NOISE_GOAL = 10 ** (-30 / 10)  # whole-plan output noise to reach: 30 dB SQNR
 MAX_WIDE_FRACTION = 0.25  # cost limit: at most this share of the activation groups stays wide
 MAX_WIDE_MIN = 2
+PATIENCE = 4  # stop widening after this many in a row that buy nothing
 ONE_INTEGER_WIDTH = {"tflite", "tflm"}  # LiteRT: one integer width per model (tflite check_plan)
 SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength
 OUTLIER_RATIO = 6.0  # LayerNorm outputs whose max channel is this far above the median get smoothed
@@ -177,19 +178,24 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
     limit = max_wide if max_wide is not None else max(MAX_WIDE_MIN, int(np.ceil(MAX_WIDE_FRACTION * len(groups))))
     sim = ActSimulator(graph, plan, data)
     ref = OrtRunner(graph.serialize(), threads=2, optimize=False).run_batches(data, sim.batch)
-    base = sim.run({})  # the plan's weights, float activations
-    sens = {g: relative_noise(base, sim.run(plan_grids(plan, {}, {g: m}))) for g, m in groups.items()}
-    order = sorted(groups, key=lambda g: -sens[g])
-    widened: dict[str, int | None] = {}
     runs = {0: relative_noise(ref, sim.run(plan_grids(plan, {}, groups)))}
-    best = 0
+    sens: dict[str, float] = {}
+    base: dict = {}
+
+    def sensitivity(g: str) -> float:  # one simulation per group: measured only when needed
+        if g not in sens:
+            base.update(base or sim.run({}))  # the plan's weights, float activations
+            sens[g] = relative_noise(base, sim.run(plan_grids(plan, {}, {g: groups[g]})))
+        return sens[g]
+
+    order = sorted(groups, key=lambda g: -sensitivity(g)) if runs[0] > NOISE_GOAL else list(groups)
+    best, stale = 0, 0
     for k in range(1, min(limit, len(order)) + 1):
-        if runs[best] <= NOISE_GOAL:
+        if runs[best] <= NOISE_GOAL or stale >= PATIENCE:
             break
         trial = {g: wide for g in order[:k]}
         runs[k] = relative_noise(ref, sim.run(plan_grids(plan, trial, groups)))
-        if runs[k] < runs[best] * 0.9:  # a widening must buy something
-            best = k
+        best, stale = (k, 0) if runs[k] < runs[best] * 0.9 else (best, stale + 1)  # a widening must buy something
     widened = {g: wide for g in order[:best]}
     decision = ActDecision(noise_int8=runs[0], groups=len(groups), max_wide=limit)
     # Logits: argmax must not tie because the output grid is coarse.
@@ -216,8 +222,8 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
             a.bits = bits
             if bits is not None:
                 a.scale, a.zero_point = affine_params(a.min, a.max, bits, a.signed)
-        decision.wide.append({"tensor": g, "bits": bits, "members": groups[g], "sensitivity": float(f"{sens[g]:.4g}"),
-                              "sqnr_db_int8_alone": round(float(-10 * np.log10(max(sens[g], 1e-30))), 2)})
+        decision.wide.append({"tensor": g, "bits": bits, "members": groups[g], "sensitivity": float(f"{sensitivity(g):.4g}"),
+                              "sqnr_db_int8_alone": round(float(-10 * np.log10(max(sensitivity(g), 1e-30))), 2)})
     return decision
 
 
