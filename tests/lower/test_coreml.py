@@ -273,3 +273,30 @@ def test_int4_linear_defaults_to_ios18_and_fits_ios16_on_the_int8_grid(graph, da
     want = _ref(graph, data, plan)
     for art in (a18, a16):  # the same values either way
         np.testing.assert_allclose(coreml.make_runner(art).run({"input": data})["logits"], want, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits,lut_entries", [(3, 8), (6, 64), (2, 4)])
+def test_sub_container_linear_weights_are_stored_as_their_levels(bits, lut_entries, tmp_path):
+    """iOS 18: a 3-bit (6-bit) linear grid would sit in int4 (int8) data; as a per-channel LUT of its
+    levels it stores the planned bits, with the same values. (A 64-entry LUT per channel pays off
+    above 512 weights per channel, an 8-entry one above 32.)"""
+    rng = np.random.default_rng(0)
+    k = 1024 if bits == 6 else 256
+    w = rng.normal(0, 0.2, (64, k)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "fc.w"], ["y"], transB=1, name="fc")], "g",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, k])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 64])],
+                          [numpy_helper.from_array(w, "fc.w")])
+    graph = run_passes(load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    plan = QuantPlan(model_sha256=graph.sha256(), mode="weight_only")
+    wp = WeightPlan(tensor="fc.w", node="fc", op="Gemm", shape=[64, k], axis=0, bits=bits, scheme="asymmetric",
+                    granularity="per_channel")
+    plan.weights["fc.w"] = derive(wp, w)
+    art = coreml.lower(graph, plan, tmp_path, "fc", {"min_os": "ios18"})  # fp16: LUT entries of 2 bytes
+    assert next(iter(_weight_ops_in_program(art.path).values())) == ("constexpr_lut_to_dense", lut_entries)
+    assert art.extra["weight_ops"][0]["bits"] == {3: 3, 6: 6, 2: 2}[bits]
+    x = rng.normal(0, 1, (4, k)).astype(np.float32)
+    want = x @ fake_quant_weight(plan.weights["fc.w"], w).T
+    np.testing.assert_allclose(coreml.make_runner(art).run({"x": x})["y"], want, rtol=2e-2, atol=2e-2)  # fp16 compute
+    packed = sum(f.stat().st_size for f in art.path.rglob("weight.bin"))
+    assert packed < 64 * k * (4 if bits <= 4 else 8) / 8  # below the int4 / int8 container

@@ -5,6 +5,8 @@
     palette, per channel group constexpr_lut_to_dense (iOS 18: lut [.., groups at axis, .., 2^n, 1])
     linear per tensor/channel  constexpr_affine_dequantize (iOS 16/17, int8 grid)
                                constexpr_blockwise_shift_scale (iOS 18, int4 data up to 4 bits)
+                               constexpr_lut_to_dense (iOS 18, 1-3 and 5-6 bits: the linear grid's
+                               levels as a per-channel LUT, exact, when smaller than int4/int8 data)
     linear per block           constexpr_blockwise_shift_scale (iOS 18)
 
 Codes come from the plan's own grid (`edgeq.quant.weights.grid`): the nearest palette entry, or
@@ -88,6 +90,8 @@ def _palette(ctx, wp, g, codes, axis, name, dt):
 
 def _linear(ctx, wp, g, codes, axis, name, dt):
     zp_any = bool(np.any(g.zero_point != 0))
+    if ctx.min_os == "ios18" and _lut_is_smaller(wp, codes.shape, axis, zp_any, 2 if ctx.precision == "fp16" else 4):
+        return _linear_lut(ctx, wp, g, codes, axis, name, dt)
     if ctx.min_os == "ios18":
         int4 = wp.bits <= 4
         sdt = types.np_int4_dtype if int4 else np.int8
@@ -109,6 +113,41 @@ def _linear(ctx, wp, g, codes, axis, name, dt):
         zp, ax = _params(g.zero_point, pshape, codes.shape).ravel().astype(np.int8), axis
     v = mb.constexpr_affine_dequantize(quantized_data=codes.astype(np.int8), zero_point=zp, scale=scale, axis=ax, name=name)
     _record(ctx, wp, "constexpr_affine_dequantize", 8, "int8")
+    return v
+
+
+def _lut_is_smaller(wp, shape: tuple, axis: int | None, zp_any: bool, float_bytes: int) -> bool:
+    """A 3-bit (or 6-bit) linear grid in int4 (int8) containers wastes a bit or more per weight; its
+    levels as a per-channel LUT store the planned bits, at 2^bits float entries per channel."""
+    if wp.granularity not in ("per_tensor", "per_channel") or (wp.granularity == "per_channel" and axis is None):
+        return False
+    n_bits, container = lut_bits(wp.bits, "ios18"), 4 if wp.bits <= 4 else 8
+    if n_bits >= container:
+        return False
+    n, channels = int(np.prod(shape)), shape[axis] if wp.granularity == "per_channel" else 1
+    lut = n * n_bits / 8 + channels * 2**n_bits * float_bytes
+    return lut < n * container / 8 + channels * (float_bytes + zp_any * container / 8)
+
+
+def _linear_lut(ctx, wp, g, codes, axis, name, dt):
+    """Index = code - qmin; LUT entry k of a channel = (qmin + k - zero point) * scale: the same values."""
+    from edgeq.quant.linear import qrange
+
+    n_bits = lut_bits(wp.bits, "ios18")
+    qmin, _ = qrange(wp.bits, signed=True, narrow=g.narrow)
+    shape = codes.shape
+    per_channel = wp.granularity == "per_channel"
+    ch_axis = axis if per_channel else 0
+    first = tuple(slice(None) if k == ch_axis else slice(0, 1) for k in range(len(shape)))
+    scale = np.asarray(g.scale[first], np.float64).reshape(-1)[: shape[ch_axis] if per_channel else 1]
+    zp = np.asarray(g.zero_point[first], np.float64).reshape(-1)[: len(scale)]
+    levels = (qmin + np.arange(2**n_bits))[None, :] - zp[:, None]
+    lut_shape = [1] * len(shape)
+    if per_channel:
+        lut_shape[axis] = len(scale)
+    lut = (levels * scale[:, None]).reshape(*lut_shape, 2**n_bits, 1).astype(dt)
+    v = mb.constexpr_lut_to_dense(indices=(codes - qmin).astype(UINT_DTYPES[n_bits]), lut=lut, name=name)
+    _record(ctx, wp, "constexpr_lut_to_dense", n_bits, f"uint{n_bits}", groups=len(scale))
     return v
 
 
