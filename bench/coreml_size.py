@@ -1,6 +1,6 @@
 """Core ML artifacts: bytes against the payload the plan predicts, and top-1 kept in the MIL executor.
 
-    python bench/coreml_size.py [--model fashion|orientation|small] [--recipes float,int8,...]
+    python bench/coreml_size.py [--model fashion|orientation|orientation-photos|small] [--recipes float,int8,...]
 
 Each recipe compiles the model with `edgeq.pipeline.compile(target="coreml")` side by side, on
 the same validation data, and prints one row: the package's bytes, the bytes of its weight.bin,
@@ -31,6 +31,9 @@ RECIPES = {
     "pal4": QuantOptions(mode="weight_only", scheme="palette", bits=4, granularity="per_tensor"),
     "avg4-pal": QuantOptions(mode="weight_only", scheme="palette", avg_bits=4, granularity="per_tensor"),
     "avg4-pal-ch": QuantOptions(mode="weight_only", scheme="palette", avg_bits=4, granularity="per_channel"),
+    "avg4-pal-gptq": QuantOptions(mode="weight_only", scheme="palette", avg_bits=4, granularity="per_tensor", rounding="gptq"),
+    "avg4": QuantOptions(mode="weight_only", avg_bits=4),  # the engine's defaults: linear per channel
+    "avg4-gptq": QuantOptions(mode="weight_only", avg_bits=4, rounding="gptq"),
     "mixed-2468": None,  # palettes of 2/4/6/8 bits round-robin over the layers (built per model)
 }
 
@@ -38,13 +41,16 @@ RECIPES = {
 def model_and_data(name: str):
     if name == "fashion":
         return ROOT / "samples/fashion_cnn.onnx", str(ROOT / "samples/fashion_calib.npz"), str(ROOT / "samples/fashion_val.npz")
-    if name == "orientation":
-        from samples.orientation_data import model_path, orientation_inputs
+    if name.startswith("orientation"):  # rendered text pages (the model's domain), or photos (outside it)
+        from samples.orientation_data import document_inputs, model_path, orientation_inputs
 
-        x = orientation_inputs()
         d = Path(tempfile.mkdtemp())
-        np.savez(d / "calib.npz", x=x[:32])
-        np.savez(d / "val.npz", x=x)
+        np.savez(d / "calib.npz", x=document_inputs(24, seed=1)[0])
+        if name == "orientation":
+            x, labels = document_inputs(60)
+            np.savez(d / "val.npz", x=x, labels=labels)
+        else:
+            np.savez(d / "val.npz", x=orientation_inputs())
         return model_path(), str(d / "calib.npz"), str(d / "val.npz")
     import onnx
 
@@ -82,7 +88,7 @@ def predicted_payload(model, plan) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="fashion", choices=["fashion", "orientation", "small"])
+    ap.add_argument("--model", default="fashion", choices=["fashion", "orientation", "orientation-photos", "small"])
     ap.add_argument("--recipes", default=",".join(RECIPES))
     args = ap.parse_args(argv)
     from edgeq.quant.plan import QuantPlan

