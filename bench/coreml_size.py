@@ -4,7 +4,7 @@
 
 Each recipe compiles the model with `edgeq.pipeline.compile(target="coreml")` side by side, on
 the same validation data, and prints one row: the package's bytes, the bytes of its weight.bin,
-the plan's predicted payload (weights as the plan stores them + float params in fp16), the ratio
+the plan's predicted payload (codes in Core ML's containers + fp16 params, edgeq/quant/size.py), the ratio
 weight.bin / payload (goal <= 1.05; the package adds the program protobuf, a few KiB), min-os,
 and top-1 agreement with float (accuracy too when labels exist) in the reference executor.
 """
@@ -74,16 +74,14 @@ def spread_overrides(model) -> list[str]:
 
 
 def predicted_payload(model, plan) -> int:
-    """Bytes the plan predicts for the stored parameters of an fp16 program: quantized weights as the
-    plan sizes them (edgeq.quant.weights.storage_bits), everything kept float at 16 bits."""
+    """The payload the plan predicts for an fp16 Core ML program (edgeq/quant/size.py with
+    targets/coreml.toml [param_bytes]): codes in the containers Core ML stores them in, fp16
+    scales, palettes and every float parameter."""
     from edgeq.frontend import load
     from edgeq.passes import run_passes
-    from edgeq.quant.weights import storage_bits
+    from edgeq.quant.size import predicted_bytes
 
-    graph = run_passes(load(model))
-    quantized = {k: w for k, w in plan.weights.items() if w.bits is not None}
-    other = sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in quantized)
-    return int(np.ceil(sum(storage_bits(w) for w in quantized.values()) / 8)) + 2 * other
+    return predicted_bytes(run_passes(load(model)), plan, "coreml")["total"]
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@ from coremltools.converters.mil.mil import types
 
 from edgeq.errors import PlanError
 from edgeq.quant.plan import WeightPlan
+from edgeq.quant.size import cheapest_linear
 from edgeq.quant.weights import grid
 
 # Index widths constexpr_lut_to_dense holds, per deployment target (coremltools MIL op reference).
@@ -117,16 +118,14 @@ def _linear(ctx, wp, g, codes, axis, name, dt):
 
 
 def _lut_is_smaller(wp, shape: tuple, axis: int | None, zp_any: bool, float_bytes: int) -> bool:
-    """A 3-bit (or 6-bit) linear grid in int4 (int8) containers wastes a bit or more per weight; its
-    levels as a per-channel LUT store the planned bits, at 2^bits float entries per channel."""
+    """A 3-bit (or 6-bit) linear grid in int4 (int8) data wastes a bit or more per weight; its levels
+    as a per-channel LUT store the planned bits, at 2^bits float entries per channel. The same rule
+    sizes the plan's predicted payload (edgeq.quant.size.cheapest_linear)."""
     if wp.granularity not in ("per_tensor", "per_channel") or (wp.granularity == "per_channel" and axis is None):
         return False
-    n_bits, container = lut_bits(wp.bits, "ios18"), 4 if wp.bits <= 4 else 8
-    if n_bits >= container:
-        return False
-    n, channels = int(np.prod(shape)), shape[axis] if wp.granularity == "per_channel" else 1
-    lut = n * n_bits / 8 + channels * 2**n_bits * float_bytes
-    return lut < n * container / 8 + channels * (float_bytes + zp_any * container / 8)
+    channels = shape[axis] if wp.granularity == "per_channel" else 1
+    kind, _, _ = cheapest_linear(wp.bits, int(np.prod(shape)), channels, (4, 8), LUT_BITS["ios18"], float_bytes, zp_any)
+    return kind == "lut"
 
 
 def _linear_lut(ctx, wp, g, codes, axis, name, dt):
