@@ -126,3 +126,13 @@ def test_corrupt_pt2_is_one_line(tmp_path, small_calib):
     p = tmp_path / "bad.pt2"
     p.write_text("not a zip archive")
     compile_fails(tmp_path, [p, "--calib", small_calib], "bad.pt2: not a torch.export archive")
+
+
+def test_comma_separated_targets(tmp_path, small_model, small_calib):
+    """--target tflite,coreml is --target tflite --target coreml; an unknown one in the list fails before any work."""
+    compile_fails(tmp_path, [small_model, "--calib", small_calib, "--target", "tflite,nope"], "unknown target 'nope'")
+    out = tmp_path / "both"
+    result = CliRunner().invoke(main, ["compile", str(small_model), "--calib", str(small_calib), "--target", "tflite,coreml",
+                                       "--act-bits", "8", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (out / "small.tflite").exists() and (out / "small.mlpackage").is_dir()
