@@ -9,6 +9,7 @@ from __future__ import annotations
 from edgeq.lower.tflite import ops_logic as LG
 from edgeq.lower.tflite import ops_math as M
 from edgeq.lower.tflite import ops_nn as N
+from edgeq.lower.tflite import ops_pool as P
 from edgeq.lower.tflite import ops_resize as R
 from edgeq.lower.tflite import ops_rnn as RNN
 from edgeq.lower.tflite import ops_shape as S
@@ -22,7 +23,7 @@ OPS = dict(sorted({
     "GlobalAveragePool": N.lower_global_average_pool, "GlobalMaxPool": N.lower_global_max_pool,
     "HardSigmoid": M.lower_hard_sigmoid, "HardSwish": M.lower_hard_swish,
     "LayerNormalization": S.lower_layer_normalization, "LeakyRelu": M.lower_leaky_relu, "Log": M.lower_log,
-    "LogSoftmax": SM.lower_log_softmax, "LSTM": RNN.lower_lstm, "MatMul": N.lower_matmul, "Max": M.lower_max, "MaxPool": N.lower_max_pool,
+    "LogSoftmax": SM.lower_log_softmax, "LSTM": RNN.lower_lstm, "MatMul": N.lower_matmul, "Max": M.lower_max, "MaxPool": P.lower_max_pool,
     "Min": M.lower_min, "Mul": M.lower_mul, "Neg": M.lower_neg, "Pad": S.lower_pad, "Pow": M.lower_pow,
     "PRelu": M.lower_prelu, "Reciprocal": M.lower_reciprocal, "ReduceMax": S.lower_reduce_max,
     "ReduceMean": S.lower_reduce_mean, "ReduceMin": S.lower_reduce_min, "ReduceSum": S.lower_reduce_sum,

@@ -16,8 +16,9 @@ from edgeq.lower.tflite.ops_shape import _differs
 from edgeq.lower.tflite.schema import fb
 from edgeq.quant.linear import quantize
 
-# Element types LiteRT's CAST kernel converts between (tensorflow/lite/kernels/cast.cc).
-CAST_TYPES = ("float32", "float16", "int32", "int64", "int16", "int8", "uint8", "bool")
+# Element types LiteRT's CAST kernel converts between (tensorflow/lite/kernels/cast.cc;
+# float64 checked both ways against float32 / float16 in tests/lower/test_tflite_dtypes.py).
+CAST_TYPES = ("float32", "float16", "float64", "int32", "int64", "int16", "int8", "uint8", "bool")
 # Abramowitz & Stegun 7.1.26: erf(x) = 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p |x|), x >= 0.
 ERF_P = 0.3275911
 ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)

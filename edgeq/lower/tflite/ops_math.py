@@ -30,13 +30,16 @@ def _layout_for(ctx: Ctx, names: list[str], rank: int) -> str:
 PLAIN_TYPES = ("float32", "int32", "int64", None)
 # Types computed in a wider one and cast back (ONNX integer arithmetic wraps around).
 WIDENED = {"uint8": "int32", "int8": "int32", "int16": "int32", "float16": "float32", "float64": "float32"}
+# MAXIMUM / MINIMUM have no unsigned wide kernels: compare in a signed type holding every
+# value (exact), then CAST back. Arithmetic on these types stays unsupported (no wrap-around).
+COMPARE_WIDENED = {"uint16": "int32", "uint32": "int64"}
 
 
 def _binary_widened(ctx: Ctx, node, op: str, opts) -> None:
     """CAST both operands up, compute, wrap integers to the ONNX type's range, CAST back (float)."""
     a, b, out = node.input[0], node.input[1], node.output[0]
     dtype = ctx.graph.dtype(out)
-    wide = "float32" if op == "POW" else WIDENED.get(dtype, dtype)
+    wide = "float32" if op == "POW" else WIDENED.get(dtype, COMPARE_WIDENED.get(dtype, dtype))
     rank = len(ctx.shape(out))
     shape = ctx.shape(out)
     ins = []
@@ -76,7 +79,8 @@ def _binary(ctx: Ctx, node, op: str, opts, int_ok: bool = True, fuse: bool = Fal
     out, act = ctx.fused(node) if fuse else (node.output[0], fb.ActivationFunctionType.NONE)
     dtype = ctx.graph.dtype(out)
     if dtype in WIDENED and not (compare_only and dtype in ("int8", "uint8", "int16")) or (
-            op == "POW" and any(ctx.graph.dtype(i) not in ("float32", None) for i in (a, b))):
+            op == "POW" and any(ctx.graph.dtype(i) not in ("float32", None) for i in (a, b))) or (
+            compare_only and dtype in COMPARE_WIDENED):
         return _binary_widened(ctx, node, op, opts)
     if dtype not in PLAIN_TYPES and not compare_only:
         unsupported(node, f"{node.op_type} on {dtype} tensors")
@@ -115,8 +119,10 @@ def lower_prelu(ctx, node):
 
 def _nary(ctx: Ctx, node, op: str) -> None:
     """Max / Min over any number of inputs: a chain of MAXIMUM / MINIMUM (float)."""
-    if ctx.graph.dtype(node.output[0]) not in ("float32", "int8", "uint8", "int16", "int32", "int64", "float16", "float64", None):
-        unsupported(node, f"{node.op_type} on {ctx.graph.dtype(node.output[0])} tensors")
+    dtype = ctx.graph.dtype(node.output[0])
+    if dtype not in ("float32", "int8", "uint8", "int16", "int32", "int64", "float16", "float64", None) and not (
+            dtype in COMPARE_WIDENED and len(node.input) == 2):
+        unsupported(node, f"{node.op_type} on {dtype} tensors")
     if len(node.input) == 2:
         return _binary(ctx, node, op, fb.MaximumMinimumOptionsT(), compare_only=True)
     kind = ctx.kind(node, int_ok=False)

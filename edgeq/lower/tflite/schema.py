@@ -26,9 +26,14 @@ TENSOR_TYPES = {
     "float32": fb.TensorType.FLOAT32, "float16": fb.TensorType.FLOAT16, "int32": fb.TensorType.INT32,
     "uint8": fb.TensorType.UINT8, "int64": fb.TensorType.INT64, "bool": fb.TensorType.BOOL,
     "int16": fb.TensorType.INT16, "int8": fb.TensorType.INT8, "int4": fb.TensorType.INT4, "float64": fb.TensorType.FLOAT64,
+    "uint16": fb.TensorType.UINT16, "uint32": fb.TensorType.UINT32,
 }
+# Builtins LiteRT registers from a version above 1 (tensorflow/lite/kernels/register.cc);
+# an opcode below that fails to resolve at load time. Every other builtin loads at version 1.
+MIN_OP_VERSION = {"BROADCAST_TO": 2}
 NUMPY_TYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "uint8": np.uint8,
-               "int64": np.int64, "bool": np.bool_, "int16": np.int16, "int8": np.int8, "float64": np.float64}
+               "int64": np.int64, "bool": np.bool_, "int16": np.int16, "int8": np.int8, "float64": np.float64,
+               "uint16": np.uint16, "uint32": np.uint32}
 
 
 @dataclass
@@ -104,6 +109,7 @@ class ModelWriter:
 
     def add_op(self, op: str, inputs: list[int], outputs: list[int], options=None, version: int = 1) -> None:
         code = getattr(fb.BuiltinOperator, op)
+        version = max(version, MIN_OP_VERSION.get(op, 1))
         key = (code, version)
         if key not in self.opcodes:
             self.opcodes[key] = len(self.opcodes)
