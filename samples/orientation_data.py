@@ -106,3 +106,14 @@ def orientation_inputs(images=IMAGES) -> np.ndarray:
             crops = [crop(view)] + [view[y:y + 224, x:x + 224] for y in (0, h - 224) for x in (0, w - 224)]
             out += [chw(norm(np.ascontiguousarray(c))) for c in crops]
     return np.stack(out).astype(np.float32)
+
+
+if __name__ == "__main__":  # python samples/orientation_data.py OUT_DIR: calib.npz (24 pages) and val.npz (60, labelled)
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "calib.npz", x=document_inputs(24, seed=1)[0])
+    x, labels = document_inputs(60)
+    np.savez(out / "val.npz", x=x, labels=labels)
+    print(f"{out}/calib.npz, {out}/val.npz; model: {model_path()}")
