@@ -16,7 +16,7 @@ from edgeq.lower.tflite import ops_shape as S
 from edgeq.lower.tflite import ops_softmax as SM
 
 OPS = dict(sorted({
-    "Abs": M.lower_abs, "Add": M.lower_add, "And": LG.lower_and, "Cast": LG.lower_cast, "AveragePool": N.lower_average_pool, "Ceil": M.lower_ceil,
+    "Abs": M.lower_abs, "Add": M.lower_add, "And": LG.lower_and, "Cast": LG.lower_cast, "AveragePool": P.lower_average_pool, "Ceil": M.lower_ceil,
     "Clip": M.lower_clip, "Concat": S.lower_concat, "Conv": N.lower_conv, "ConvTranspose": N.lower_conv_transpose,
     "Cos": M.lower_cos, "Div": M.lower_div, "Elu": M.lower_elu, "Erf": LG.lower_erf, "Exp": M.lower_exp, "Expand": LG.lower_expand, "Flatten": S.lower_reshape,
     "Floor": M.lower_floor, "Gather": S.lower_gather, "Gelu": M.lower_gelu, "Gemm": N.lower_gemm,

@@ -1,14 +1,18 @@
-"""Dilated MaxPool: LiteRT's MAX_POOL_2D has no dilation, so the window is taken tap by tap.
+"""Pools LiteRT's 2-D kernels do not take directly: dilated MaxPool and 3-D Max/AveragePool.
 
+Dilated MaxPool: MAX_POOL_2D has no dilation, so the window is taken tap by tap.
 Each of the kh * kw taps is a STRIDED_SLICE of the (-inf / lowest-code padded) NHWC input,
 and the taps are folded with MAXIMUM. Max only selects values, so an integer input keeps its
 grid through every step and the result is exact in float and integer alike.
+
+3-D pools: see `_pool_3d`.
 """
 
 from __future__ import annotations
 
 from edgeq.lower.tflite.context import Ctx
 from edgeq.lower.tflite.ops_nn import _attr, _write_same_grid, pad_input, unsupported
+from edgeq.lower.tflite.ops_nn import lower_average_pool as _plain_average_pool
 from edgeq.lower.tflite.ops_nn import lower_max_pool as _plain_max_pool
 from edgeq.lower.tflite.schema import fb
 
@@ -26,6 +30,8 @@ def _explicit_pads(node, in_hw, k, strides, dil) -> list[int]:
 
 
 def lower_max_pool(ctx: Ctx, node) -> None:
+    if len(ctx.shape(node.input[0])) == 5:
+        return _pool_3d(ctx, node, "MAX_POOL_2D")
     dil = list(_attr(node, "dilations", [1, 1]))
     if all(d == 1 for d in dil):
         return _plain_max_pool(ctx, node)
@@ -68,3 +74,51 @@ def lower_max_pool(ctx: Ctx, node) -> None:
         _write_same_grid(ctx, "RESHAPE", [acc, ctx.int32(f"{out}/shape", [n, oh, ow, c])], out, "nhwc", kind, None, x)
     else:
         _write_same_grid(ctx, "MAXIMUM", [acc, taps[-1]], out, "nhwc", kind, fb.MaximumMinimumOptionsT(), x)
+
+
+def lower_average_pool(ctx: Ctx, node) -> None:
+    if len(ctx.shape(node.input[0])) == 5:
+        return _pool_3d(ctx, node, "AVERAGE_POOL_2D")
+    return _plain_average_pool(ctx, node)
+
+
+def _pool_3d(ctx: Ctx, node, op: str) -> None:
+    """[N, C, D, H, W] pooled as two 2-D pools, with only free RESHAPEs (rank 5 stays in ONNX order).
+
+    The input is read as [N*C*D, H, W, 1] (one channel) and pooled over (H, W); the result is
+    read as [N*C, D, OH*OW, 1] and pooled with window (kd, 1) over D. Max of maxes is the max;
+    without padding every window has kd * kh * kw cells, so the mean of equal-size means is the
+    mean. Pads, ceil_mode and dilations would break that, so they are refused.
+    """
+    x, out = node.input[0], node.output[0]
+    if len(node.output) > 1 and node.output[1]:
+        unsupported(node, "MaxPool with an Indices output")
+    k = list(_attr(node, "kernel_shape", [1, 1, 1]))
+    strides = list(_attr(node, "strides", [1, 1, 1]))
+    if any(d != 1 for d in _attr(node, "dilations", [1, 1, 1])):
+        unsupported(node, "dilated 3-D pooling")
+    if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID") or any(_attr(node, "pads", [0] * 6)):
+        unsupported(node, "3-D pooling with pads (only unpadded 3-D windows lower exactly)")
+    n, c, d, h, w = ctx.shape(x)
+    od, oh, ow = ((size - kk) // s + 1 for size, kk, s in zip((d, h, w), k, strides))
+    if ctx.shape(out) != [n, c, od, oh, ow]:
+        unsupported(node, "3-D pooling with ceil_mode windows past the input")
+    kind = ctx.kind(node)
+    if kind == "q" and op == "AVERAGE_POOL_2D":  # two rounded means can differ from one by a code
+        unsupported(node, "integer 3-D AveragePool (two rounded 2-D means are not exact)")
+    t = ctx.get(x, "onnx", kind)
+    dtype, quant = ctx.w.tensor_dtype(t), ctx.w.tensor_quant(t)
+
+    def step(name: str, src: int, in_shape: list[int], out_shape: list[int], window, stride) -> int:
+        flat = ctx.new(f"{out}/{name}_in", in_shape, dtype, quant)
+        ctx.w.add_op("RESHAPE", [src, ctx.int32(f"{out}/{name}_shape", in_shape)], [flat])
+        opts = fb.Pool2DOptionsT()
+        opts.padding, opts.strideH, opts.strideW = fb.Padding.VALID, stride[0], stride[1]
+        opts.filterHeight, opts.filterWidth = window
+        pooled = ctx.new(f"{out}/{name}", out_shape, dtype, quant)
+        ctx.w.add_op(op, [flat], [pooled], opts)
+        return pooled
+
+    hw = step("pool_hw", t, [n * c * d, h, w, 1], [n * c * d, oh, ow, 1], k[1:], strides[1:])
+    dd = step("pool_d", hw, [n * c, d, oh * ow, 1], [n * c, od, oh * ow, 1], (k[0], 1), (strides[0], 1))
+    _write_same_grid(ctx, "RESHAPE", [dd, ctx.int32(f"{out}/shape", [n, c, od, oh, ow])], out, "onnx", kind, None, x)
