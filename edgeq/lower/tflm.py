@@ -156,15 +156,8 @@ class MicroRunner:
 
 
 def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
-    """TFLite Micro (what verify ran) against LiteRT's built-in kernels on the same flatbuffer,
-    and against the plan's QDQ simulation."""
-    from edgeq.verify.cross import lsb_agreement, run_check
-
-    checks = {"litert_builtin_kernels": run_check(
-        lambda: lsb_agreement(got, T.LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
-    if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
-        checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, T.qdq_simulation(graph, plan, feeds), plan))
-    return checks
+    """TFLite Micro against LiteRT's built-in kernels on the same flatbuffer, and the plan's simulation."""
+    return T.cross_checks(artifact, graph, plan, feeds, ref, got, builtin_key="litert_builtin_kernels")
 
 
 @register_runner(NAME)

@@ -184,7 +184,8 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
 
     def sensitivity(g: str) -> float:  # one simulation per group: measured only when needed
         if g not in sens:
-            base.update(base or sim.run({}))  # the plan's weights, float activations
+            if not base:
+                base.update(sim.run({}))  # the plan's weights, float activations
             sens[g] = relative_noise(base, sim.run(plan_grids(plan, {}, {g: groups[g]})))
         return sens[g]
 

@@ -29,14 +29,12 @@ from edgeq.lower.coreml.ops import NN_OPS  # noqa: E402  (after the logging is q
 from edgeq.lower.coreml.ops_logic import LOGIC_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
+from edgeq.lower.coreml.program import BOUNDARY_DTYPES, build_program, static_shape  # noqa: E402
 
 NAME = "coreml"
 DESCRIPTION = target_data("coreml").get("description", "")
 OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **LOGIC_OPS, **RNN_OPS}.items()))
 MIN_OS = ("ios16", "ios17", "ios18")
-# Input dtypes a Core ML program takes as another (program.PLACEHOLDER_DTYPES); the runner converts at the boundary.
-BOUNDARY_DTYPES = {**dict.fromkeys(("int8", "uint8", "int16", "uint16", "uint32", "int64", "uint64"), "int32"),
-                   "float64": "float32"}
 PRECISIONS = ("fp16", "fp32")
 
 
@@ -87,7 +85,6 @@ def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> No
 
 def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict | None = None) -> Artifact:
     from edgeq.lower.coreml.package import save_package
-    from edgeq.lower.coreml.program import build_program, static_shape
     from edgeq.lower.coreml.residency import estimate_residency
 
     check_plan(graph, plan, options)

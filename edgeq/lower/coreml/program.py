@@ -23,8 +23,10 @@ OPSET_OF = {"ios16": "iOS16", "ios17": "iOS17", "ios18": "iOS18"}
 # ONNX input dtype -> the Core ML program's input dtype. Core ML inputs are fp16/fp32/int32/bool only:
 # other integers enter as int32 and float64 as fp32, converted by the runner at the boundary
 # (coreml.boundary_feeds); narrow integer results are wrapped back to their width in the program.
-PLACEHOLDER_DTYPES = {"float32": "fp32", "float16": "fp32", "float64": "fp32", "int32": "int32", "bool": "bool",
-                      **dict.fromkeys(("int8", "uint8", "int16", "uint16", "uint32", "int64", "uint64"), "int32")}
+BOUNDARY_DTYPES = {**dict.fromkeys(("int8", "uint8", "int16", "uint16", "uint32", "int64", "uint64"), "int32"),
+                   "float64": "float32"}
+PLACEHOLDER_DTYPES = {"float32": "fp32", "float16": "fp32", "int32": "int32", "bool": "bool",
+                      **{k: {"int32": "int32", "float32": "fp32"}[v] for k, v in BOUNDARY_DTYPES.items()}}
 
 
 def static_shape(shape: tuple) -> tuple[int, ...]:

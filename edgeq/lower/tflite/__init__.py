@@ -254,12 +254,14 @@ def from_artifact(y: np.ndarray, spec: IOSpec, nhwc: bool) -> np.ndarray:
     return y
 
 
-def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
-    """What verify ran (XNNPACK where it delegates) against LiteRT's built-in kernels, and, for
-    integer activations, against the plan's QDQ simulation in onnxruntime (1 LSB where the math allows)."""
+def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict,
+                 builtin_key: str = "builtin_kernels") -> dict:
+    """What verify ran (XNNPACK where it delegates; TFLite Micro for tflm) against LiteRT's built-in
+    kernels, and, for integer activations, against the plan's QDQ simulation in onnxruntime (1 LSB
+    where the math allows)."""
     from edgeq.verify.cross import lsb_agreement, run_check
 
-    checks = {"builtin_kernels": run_check(lambda: lsb_agreement(got, LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
+    checks = {builtin_key: run_check(lambda: lsb_agreement(got, LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
     if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
         checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, qdq_simulation(graph, plan, feeds), plan))
     return checks
