@@ -20,12 +20,14 @@ from coremltools.converters.mil.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
 from edgeq.errors import PlanError
+from edgeq.lower import target_data
 from edgeq.quant.plan import WeightPlan
 from edgeq.quant.size import cheapest_linear
 from edgeq.quant.weights import grid
 
 # Index widths constexpr_lut_to_dense holds, per deployment target (coremltools MIL op reference).
 LUT_BITS = {"ios16": (1, 2, 4, 6, 8), "ios17": (1, 2, 4, 6, 8), "ios18": (1, 2, 3, 4, 6, 8)}
+STORAGE = target_data("coreml")["param_bytes"]  # the same storage rules the payload prediction reads
 UINT_DTYPES = {1: types.np_uint1_dtype, 2: types.np_uint2_dtype, 3: types.np_uint3_dtype,
                4: types.np_uint4_dtype, 6: types.np_uint6_dtype, 8: np.uint8}
 
@@ -124,7 +126,8 @@ def _lut_is_smaller(wp, shape: tuple, axis: int | None, zp_any: bool, float_byte
     if wp.granularity not in ("per_tensor", "per_channel") or (wp.granularity == "per_channel" and axis is None):
         return False
     channels = shape[axis] if wp.granularity == "per_channel" else 1
-    kind, _, _ = cheapest_linear(wp.bits, int(np.prod(shape)), channels, (4, 8), LUT_BITS["ios18"], float_bytes, zp_any)
+    kind, _, _ = cheapest_linear(wp.bits, int(np.prod(shape)), channels, STORAGE["linear_code_containers"],
+                                 STORAGE["linear_lut_bits"], float_bytes, zp_any)
     return kind == "lut"
 
 
