@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edgeq.frontend import load
 from edgeq.graph import node_name
-from edgeq.lower import get_target, target_data, target_names
+from edgeq.frontend.quantized import quantized_ops
+from edgeq.lower import get_target, target_data, target_names, unlowerable
 from edgeq.passes import run_passes
 
 
@@ -36,9 +37,10 @@ def inspect_model(model, targets: list[str], input_shapes: dict | None = None) -
     # Targets lower the normalized graph (BatchNorm folded, Identity/Dropout gone).
     normalized = run_passes(graph.copy())
     info["normalized_op_counts"] = normalized.op_counts()
+    info["quantized_ops"] = quantized_ops(graph)
     for name in targets or target_names():
         table = getattr(get_target(name), "OPS", {})
-        missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in enumerate(normalized.nodes) if n.op_type not in table})
+        missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in unlowerable(normalized, name)})
         info["targets"][name] = {
             "lowerable": sorted(op for op in normalized.op_counts() if op in table),
             "missing": missing,
@@ -55,6 +57,9 @@ def render(info: dict) -> str:
         lines.append(f"  output {s['name']}: {s['dtype']} {s['shape']}")
     lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in info["op_counts"].items()))
     lines.append("  after normalization: " + ", ".join(f"{op} x{n}" for op, n in info["normalized_op_counts"].items()))
+    if info.get("quantized_ops"):
+        lines.append("  already quantized: " + ", ".join(f"{op} x{n}" for op, n in info["quantized_ops"].items())
+                     + " (compile refuses it: pass the float model it was quantized from)")
     for name, t in info["targets"].items():
         status = "all ops lower" if not t["missing"] else f"cannot lower: {', '.join(t['missing'])}"
         lines.append(f"  {name}: {status}  ({len(t['supported_ops'])} ops in its table)")

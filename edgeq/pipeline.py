@@ -13,8 +13,9 @@ from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, write_text
 from edgeq.frontend import load
+from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
-from edgeq.lower import get_target, target_data
+from edgeq.lower import check_lowerable, get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
 from edgeq.profile.devices import load_devices
@@ -62,9 +63,14 @@ def model_stem(model) -> str:
 
 
 def prepare(model, opts: Options) -> Graph:
+    """Load, check and normalize; a compile that cannot succeed fails here, before calibration."""
     graph = load(model, opts.input_shapes, opts.example_inputs)
+    check_not_quantized(graph, graph.source)
     check_runnable(graph)
-    return run_passes(graph)
+    graph = run_passes(graph)
+    for name in opts.targets:
+        check_lowerable(graph, name)
+    return graph
 
 
 def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Dataset, Dataset, dict]:

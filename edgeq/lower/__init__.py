@@ -44,6 +44,35 @@ def get_target(name: str):
         raise EdgeqError(f"target '{name}' needs the package '{e.name}'; install it with pip install {e.name}") from None
 
 
+# Shape arithmetic a target without dynamic shapes can only take once it folds to constants.
+SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"}
+
+
+def unlowerable(graph, name: str) -> list[tuple[int, object]]:
+    """(index, node) of every node whose op the target's table lacks."""
+    table = getattr(get_target(name), "OPS", {})
+    return [(k, n) for k, n in enumerate(graph.nodes) if n.op_type not in table]
+
+
+def check_lowerable(graph, name: str) -> None:
+    """Before any calibration: every op of the normalized graph has a lowering on `name`."""
+    from edgeq.errors import UnsupportedOpError
+    from edgeq.graph import node_name
+
+    missing = unlowerable(graph, name)
+    if not missing:
+        return
+    k, n = missing[0]
+    ops = sorted({m.op_type for _, m in missing})
+    hint = f"{len(missing)} node(s) of {', '.join(ops)} cannot lower; `edgeq inspect MODEL --target {name}` lists them"
+    if n.op_type in SHAPE_OPS:
+        unbound = [f"{s.name}{list(s.shape)}" for s in graph.inputs if not s.is_static()]
+        cause = (f"its value depends on the unbound dims of {', '.join(unbound)}: bind them with --input-shape"
+                 if unbound else "it computes a shape edgeq could not fold to a constant")
+        hint = f"{cause} ({hint})"
+    raise UnsupportedOpError(node_name(n, k), n.op_type, name, hint)
+
+
 @cache
 def target_data(name: str) -> dict:
     """targets/<name>.toml: what the target holds (bit widths, runtime, sources)."""

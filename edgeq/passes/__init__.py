@@ -15,8 +15,8 @@ from edgeq.graph import Graph
 PASSES: dict[str, Callable[[Graph], Graph]] = {}
 
 # The normalization every compile runs, in order.
-DEFAULT_PIPELINE = ("constants_to_initializers", "remove_identity", "fold_constants", "fold_batchnorm", "sentinel_masks",
-                    "remove_dead_nodes", "unshare_biases")
+DEFAULT_PIPELINE = ("constants_to_initializers", "remove_identity", "fold_constants", "fold_shapes", "fold_batchnorm",
+                    "batchnorm_to_affine", "sentinel_masks", "remove_dead_nodes", "unshare_biases")
 
 
 def register(name: str):
@@ -43,4 +43,4 @@ def infer(graph: Graph) -> Graph:
 
 
 # Importing the modules registers their passes.
-from edgeq.passes import basic, batchnorm, sentinel  # noqa: E402,F401
+from edgeq.passes import basic, batchnorm, sentinel, shapes  # noqa: E402,F401

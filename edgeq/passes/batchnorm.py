@@ -38,9 +38,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             continue
         if prod.op_type == "Gemm" and (get_attr(prod, "transA", 0) or get_attr(prod, "alpha", 1.0) != 1.0 or get_attr(prod, "beta", 1.0) != 1.0):
             continue
-        gamma, beta, mean, var = (graph.initializer(i).astype(np.float64) for i in bn.input[1:5])
-        eps = get_attr(bn, "epsilon", 1e-5)
-        scale = gamma / np.sqrt(var + eps)
+        scale, shift = bn_affine(graph, bn)
         w = graph.initializer(w_name)
         c_out = scale.shape[0]
         b = graph.initializer(prod.input[2]).astype(np.float64) if len(prod.input) > 2 and prod.input[2] else np.zeros(c_out)
@@ -50,7 +48,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             w_new = w.astype(np.float64) * scale[:, None]
         else:
             w_new = w.astype(np.float64) * scale[None, :]
-        b_new = (b - mean) * scale + beta
+        b_new = b * scale + shift
         _set_init(graph, w_name, w_new.astype(np.float32))
         bias_name = prod.input[2] if len(prod.input) > 2 and prod.input[2] and len(graph.consumers.get(prod.input[2], [])) == 1 else f"{w_name}_bnbias"
         _set_init(graph, bias_name, b_new.astype(np.float32))
@@ -68,4 +66,45 @@ def fold_batchnorm(graph: Graph) -> Graph:
     keep = [n for k, n in enumerate(g.node) if k not in removed]
     del g.node[:]
     g.node.extend(keep)
+    return graph
+
+
+def bn_affine(graph: Graph, bn) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNormalization as y = x * scale + shift, per channel (float64)."""
+    from edgeq.errors import ModelError
+    from edgeq.graph import node_name
+
+    gamma, beta, mean, var = (graph.initializer(i).astype(np.float64) for i in bn.input[1:5])
+    with np.errstate(all="ignore"):
+        scale = gamma / np.sqrt(var + get_attr(bn, "epsilon", 1e-5))
+        shift = beta - mean * scale
+    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(shift))):
+        raise ModelError(f"{graph.source}: node '{node_name(bn)}' (BatchNormalization): variance + epsilon is not positive "
+                         "or a parameter is not finite; fix the exported statistics")
+    return scale, shift
+
+
+@register("batchnorm_to_affine")
+def batchnorm_to_affine(graph: Graph) -> Graph:
+    """A BatchNormalization no Conv/Gemm absorbed (e.g. after an Add, as Paddle exports) becomes
+    Mul + Add with per-channel constants: ops every target lowers, exact in float."""
+    from onnx import helper
+
+    g = graph.model.graph
+    out = []
+    for k, bn in enumerate(g.node):
+        rank = len(graph.shape(bn.input[0]) or ())
+        if (bn.op_type != "BatchNormalization" or len([o for o in bn.output if o]) != 1 or rank < 2
+                or get_attr(bn, "training_mode", 0) or not all(graph.is_const(i) for i in bn.input[1:5])):
+            out.append(bn)
+            continue
+        scale, shift = bn_affine(graph, bn)
+        shape = (-1,) + (1,) * (rank - 2)
+        base = f"{bn.output[0]}__bn"
+        _set_init(graph, f"{base}_scale", scale.astype(np.float32).reshape(shape))
+        _set_init(graph, f"{base}_shift", shift.astype(np.float32).reshape(shape))
+        out.append(helper.make_node("Mul", [bn.input[0], f"{base}_scale"], [f"{base}_mul"], name=f"{bn.name or k}_scale"))
+        out.append(helper.make_node("Add", [f"{base}_mul", f"{base}_shift"], [bn.output[0]], name=f"{bn.name or k}_shift"))
+    del g.node[:]
+    g.node.extend(out)
     return graph
