@@ -152,6 +152,8 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--device", "devices", multiple=True, metavar="NAME",
               help="Also estimate latency, energy and battery on this device (repeat; `edgeq devices` lists them).")
 @click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
+@click.option("--reduce-range/--no-reduce-range", "reduce_range", default=None,
+              help="ort: 8-bit weights on the 7-bit grid, for x86 CPUs without VNNI (default: only when a --device is one).")
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options

@@ -122,7 +122,7 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
 def adjust_for_target(graph: Graph, plan: QuantPlan, mod, opts: Options) -> QuantPlan:
     """Let a target set what its kernels require (softmax output grid, ORT's 7-bit weights)."""
     if hasattr(mod, "adjust_plan"):
-        mod.adjust_plan(graph, plan, opts.target_options)
+        mod.adjust_plan(graph, plan, {**opts.target_options, "devices": list(opts.devices)})
     return plan
 
 
@@ -168,7 +168,7 @@ def run_compile(model, opts: Options) -> dict:
             if hasattr(mod, "cross_checks"):  # a second runtime or the plan's simulation, on the first samples
                 verify["cross_checks"] = mod.cross_checks(artifact, lowered, tplan, first(val.arrays), first(ref), first(got))
             # Alternating with the float graph: both see the same machine noise.
-            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val), runs=opts.latency_runs)
+            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)

@@ -128,7 +128,7 @@ class LoweringContext:
     def grid_notes(self) -> list[str]:
         notes = []
         for bits, nodes in sorted(self.on_int8_grid.items()):
-            why = " (reduce_range: x86 int8 kernels saturate on CPUs without VNNI; see targets/ort.toml)" \
+            why = " (reduce_range: " + self.plan.constraints.get("ort_reduce_range", "") + ")" \
                 if bits == 7 and "ort_reduce_range" in self.plan.constraints else ""
             notes.append(f"{len(nodes)} layer(s) with {bits}-bit weights stored on the int8 grid (codes within ±{2 ** (bits - 1) - 1}){why}: "
                          + ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else ""))
@@ -214,15 +214,40 @@ class LoweringContext:
         return ordered
 
 
-def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
-    """8-bit weights go on the 7-bit grid [-63, 63] where integer kernels run (reduce_range).
+def reduce_range(options: dict | None) -> tuple[bool, str]:
+    """Whether 8-bit weights go on the 7-bit grid, decided by the device the artifact is for.
 
-    onnxruntime's x86 int8 kernels multiply u8/s8 pairs with VPMADDUBSW, which saturates its
-    int16 sums when both codes are large (AVX2 / AVX-512 machines without VNNI, like this
-    one). Measured on the bundled CNN: full 8-bit weights lose 3.4 points of top-1 after
-    fusion (93.25 -> 89.90 %) while the unfused QDQ graph loses 0.05; 7-bit weights lose 0.15.
+    onnxruntime's x86 int8 kernels without VNNI multiply u8/s8 pairs with VPMADDUBSW, which
+    saturates its int16 sums when both codes are large (measured on the bundled CNN on such a
+    host: 93.25 -> 89.90 % top-1 with 8-bit weights, 93.10 % with 7-bit). ARM kernels and x86
+    VNNI sum into 32 bits, where the 7-bit grid only adds rounding noise (measured: MobileNetV2
+    top-1 agreement 0.61 with 7-bit vs 0.68 with 8-bit weights on an AVX-512 VNNI host).
     """
-    if (options or {}).get("reduce_range", target_data(NAME).get("reduce_range", True)) is False or plan.mode == "weight_only":
+    from edgeq.hostcpu import describe, int8_dot
+
+    options = options or {}
+    if options.get("reduce_range") is not None:
+        on = bool(options["reduce_range"])
+        return on, f"{'--reduce-range' if on else '--no-reduce-range'} given"
+    from edgeq.profile.devices import load_device
+
+    for name in options.get("devices", []):
+        if load_device(name).int8_saturates:
+            return True, f"device {name} is an x86 CPU without VNNI ({describe()}): its int8 kernels saturate 8-bit weights"
+    why = "full 8-bit weights: ARM and x86 VNNI kernels sum int8 pairs exactly"
+    if not int8_dot():
+        why += ("; this host has no VNNI, so its verification under-states accuracy elsewhere (pass --device host_x86_64 "
+                "or --reduce-range for an artifact that runs on such a CPU)")
+    return False, why
+
+
+def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
+    """8-bit weights go on the 7-bit grid [-63, 63] when the device needs it (reduce_range)."""
+    if plan.mode == "weight_only":
+        return
+    on, why = reduce_range(options)
+    plan.constraints["ort_weight_grid"] = why
+    if not on:
         return
     for w in plan.weights.values():
         if w.bits == 8 and w.scheme == "symmetric" and w.scale:
@@ -231,7 +256,7 @@ def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> N
             w.rounding = w.rounding or "nearest"
             if w.derived is not None:  # the parameters are now those of 7 bits (a plan edit compares to this)
                 w.derived = {**w.derived, "bits": 7}
-    plan.constraints["ort_reduce_range"] = "8-bit weights on the 7-bit grid: x86 int8 kernels saturate without VNNI"
+    plan.constraints["ort_reduce_range"] = "8-bit weights on the 7-bit grid: " + why
 
 
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:

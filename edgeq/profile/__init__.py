@@ -48,8 +48,9 @@ def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs:
     return flt, quant
 
 
-def one_sample(dataset) -> dict:
-    return {k: v[:1] for k, v in dataset.arrays.items()}
+def one_sample(dataset, batch: int = 1) -> dict:
+    """One inference's feeds: `batch` samples (a model bound to batch B is timed per call of B)."""
+    return {k: v[np.arange(batch) % len(v)] for k, v in dataset.arrays.items()}
 
 
 def parse_rate(text) -> float:

@@ -86,6 +86,7 @@ class Device:
     transfer_bandwidth: Quantity | None
     transfer_overhead: Quantity | None
     quantities: dict[str, Quantity]  # every number by dotted path, for listing sources
+    int8_saturates: bool = False  # x86 without VNNI: int8 pair sums saturate at 16 bits (ort reduce_range)
 
     def unit_for(self, target: str) -> ComputeUnit | None:
         name = self.targets.get(target)
@@ -167,8 +168,19 @@ def parse_device(name: str, data: dict) -> Device:
         name=name, description=data.get("description", name), units=units, targets=targets,
         battery_wh=q.get(f"{name}.battery.capacity"), battery_v=q.get(f"{name}.battery.voltage"),
         transfer_bandwidth=q.get(f"{name}.transfer.bandwidth"), transfer_overhead=q.get(f"{name}.transfer.overhead"),
-        quantities=q,
+        quantities=q, int8_saturates=_int8_saturates(name, data.get("int8_dot", True)),
     )
+
+
+def _int8_saturates(name: str, value) -> bool:
+    """int8_dot = true | false | "host" (this machine's CPU, detected at run time)."""
+    if value == "host":
+        from edgeq.hostcpu import int8_dot
+
+        return not int8_dot()
+    if not isinstance(value, bool):
+        raise DeviceError(f"device '{name}': int8_dot must be true, false or \"host\"")
+    return not value
 
 
 def _device_files() -> dict[str, object]:

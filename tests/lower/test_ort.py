@@ -47,7 +47,7 @@ def test_report_contract(tmp_path, small_model, small_calib):
     for key in ("sqnr_db", "cosine", "max_abs_err", "top1_agreement"):
         assert key in t["verify"]
     assert {"float_p50", "quant_p50"} <= set(t["latency_ms"])
-    assert t["target"] == "ort" and t["avg_weight_bits"] == 7.0  # reduce_range: see lower/ort.py adjust_plan
+    assert t["target"] == "ort" and t["avg_weight_bits"] == 8.0  # no --device without VNNI: full 8-bit weights
     assert t["verify"]["cosine"] > 0.98 and t["verify"]["sqnr_db"] > 15
     assert "held back" in report["validation"]["note"]
 
@@ -89,7 +89,8 @@ def test_python_api_and_random_calibration(tmp_path, small_model):
 
 
 def test_several_targets_keep_the_shared_plan_neutral(tmp_path, small_model, small_calib):
-    out, report = _compile(tmp_path, small_model, small_calib, "multi", "--target", "ort", "--target", "tflite")
+    out, report = _compile(tmp_path, small_model, small_calib, "multi", "--target", "ort", "--target", "tflite",
+                           "--reduce-range")
     shared = json.loads((out / "plan.json").read_text())
     ort_plan = json.loads((out / "plan.ort.json").read_text())
     assert {w["bits"] for w in shared["weights"].values()} == {8}
@@ -97,3 +98,22 @@ def test_several_targets_keep_the_shared_plan_neutral(tmp_path, small_model, sma
     bits = {t["target"]: t["avg_weight_bits"] for t in report["targets"]}
     assert bits == {"ort": 7.0, "tflite": 8.0}
     assert report["targets"][0]["plan_file"].endswith("plan.ort.json")
+
+
+def test_reduce_range_follows_the_device(tmp_path, small_model, small_calib):
+    from edgeq.hostcpu import int8_dot
+
+    _, report = _compile(tmp_path, small_model, small_calib, "host", "--device", "host_x86_64")
+    t = report["targets"][0]
+    assert t["avg_weight_bits"] == (8.0 if int8_dot() else 7.0)  # the host profile's CPU is read at run time
+    _, report = _compile(tmp_path, small_model, small_calib, "phone", "--device", "pixel8")
+    assert report["targets"][0]["avg_weight_bits"] == 8.0
+
+
+def test_int8_dot_reads_the_cpu_flags():
+    from edgeq.hostcpu import int8_dot
+
+    assert not int8_dot({"arch": "x86_64", "flags": ["avx2"]})
+    assert int8_dot({"arch": "x86_64", "flags": ["avx2", "avx512_vnni"]})
+    assert int8_dot({"arch": "x86_64", "flags": ["avx_vnni"]})
+    assert int8_dot({"arch": "aarch64", "flags": ["asimd"]})

@@ -1,0 +1,95 @@
+"""A compile that cannot succeed fails before calibration, in one line naming node, cause and fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeq.cli import main
+
+
+def _save(tmp_path, model, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, path)
+    return path
+
+
+def _compile(path, out, *extra):
+    return CliRunner().invoke(main, ["compile", str(path), "--calib", "random", "--out", str(out), *extra])
+
+
+def _flatten_by_shape(batch="N"):
+    """x[N,4,2,2] -> Reshape(x, Concat(Shape(x)[0:1], [-1])): an exporter's dynamic flatten."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="take_batch", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsq"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="cat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc"),
+    ]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "axes"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+             numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32), "w")]
+    g = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_already_quantized_model_is_refused_naming_the_ops(tmp_path):
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    r = _compile(path, tmp_path / "out")
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert "\n" not in line and "already quantized" in line and "QuantizeLinear x1" in line and "float model" in line
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    assert r.exit_code == 0 and "already quantized: DequantizeLinear x1, QuantizeLinear x1" in r.output
+
+
+def test_unlowerable_op_fails_before_calibration(tmp_path):
+    # Sinh has no tflite lowering: the error comes from the op check, not after planning.
+    g = helper.make_graph([helper.make_node("Sinh", ["x"], ["y"], name="the_sinh")], "sinh",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    from edgeq.lower import get_target
+
+    assert "Sinh" not in get_target("tflite").OPS, "pick another op for this test"
+    r = _compile(path, tmp_path / "out", "--target", "tflite", "--calib", "/nonexistent.npz")
+    # The op check runs before the data is even read: the error is about the op, not the missing file.
+    assert r.exit_code == 2 and "node 'the_sinh': op Sinh has no tflite lowering" in r.output, r.output
+    assert "1 node(s) of Sinh" in r.output
+
+
+def test_shape_chain_folds_once_dims_are_bound(tmp_path):
+    path = _save(tmp_path, _flatten_by_shape())
+    from edgeq.frontend import load
+    from edgeq.lower import unlowerable
+    from edgeq.passes import run_passes
+
+    g = run_passes(load(path, {"x": (1, 4, 2, 2)}))
+    assert not unlowerable(g, "tflite") and "Shape" not in g.op_counts()
+    g = run_passes(load(path))  # batch unbound: Reshape's 0 keeps the batch, so it still folds
+    assert "Shape" not in g.op_counts()
+
+
+def test_unbound_shape_op_names_input_shape(tmp_path):
+    # Expand to a shape read from the input: cannot fold while N is unbound.
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape_of_x"),
+             helper.make_node("ConstantOfShape", ["s"], ["ones"], name="ones", value=numpy_helper.from_array(np.ones(1, np.float32))),
+             helper.make_node("Add", ["x", "ones"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    r = _compile(path, tmp_path / "out", "--target", "tflite")
+    assert r.exit_code == 2 and "--input-shape" in r.output and "shape_of_x" in r.output, r.output
+    r = _compile(path, tmp_path / "out2", "--target", "tflite", "--input-shape", "x=2,4")
+    assert r.exit_code == 0, r.output
