@@ -63,7 +63,7 @@ def _data_options(f):
 def _quant_options(f):
     """Mixed-precision flags (edgeq/quant/mixed.py); none given = the uniform int8 recipe."""
     opts = [
-        click.option("--no-cache", "no_cache", is_flag=True, default=None, help="Recompute layer sensitivities (ignore ~/.cache/edgeq)."),
+        click.option("--no-cache", "no_cache", is_flag=True, default=None, help="Recompute cached measurements (layer sensitivities, activation precision) instead of reusing ~/.cache/edgeq."),
         click.option("--act-bits", default=None, metavar="8|16|auto",
                      help="Activation bits (static mode). auto (default): int8, widened to int16 or float only where measured sensitivity needs it."),
         click.option("--codebook", type=click.Choice(["kmeans", "nf4"]), default=None, help="Palette codebook (--scheme palette)."),

@@ -32,7 +32,7 @@ from edgeq.quant.size import predicted_bytes
 from edgeq.report import write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
-from edgeq.verify import compare
+from edgeq.verify import compare, quality_warnings
 from edgeq.verify.cross import first
 
 
@@ -170,6 +170,8 @@ def run_compile(model, opts: Options) -> dict:
             # Alternating with the float graph: both see the same machine noise.
             float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)), runs=opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
+            facts["warnings"] += quality_warnings(name, verify, float_lat["p50"], quant_lat["p50"],
+                                                  timed=not getattr(runner, "reference_executor", False))
             entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
             if own_plan:

@@ -49,9 +49,13 @@ SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"}
 
 
 def unlowerable(graph, name: str) -> list[tuple[int, object]]:
-    """(index, node) of every node whose op the target's table lacks."""
-    table = getattr(get_target(name), "OPS", {})
-    return [(k, n) for k, n in enumerate(graph.nodes) if n.op_type not in table]
+    """(index, node) of every node whose op the target's table lacks, in the graph as the target
+    lowers it (`lowering_view`: e.g. LiteRT binds the batch and folds the shape arithmetic)."""
+    mod = get_target(name)
+    table = getattr(mod, "OPS", {})
+    view = getattr(mod, "lowering_view", None)
+    g = view(graph) if view is not None else graph
+    return [(k, n) for k, n in enumerate(g.nodes) if n.op_type not in table]
 
 
 def check_lowerable(graph, name: str) -> None:

@@ -30,6 +30,7 @@ from edgeq.runners import register_runner
 NAME = "tflm"
 DESCRIPTION = target_data("tflm").get("description", "")
 OPS = T.OPS
+lowering_view = T.lowering_view
 ARENA_MARGIN = 1024  # bytes added to the measured arena: the recording counts no slack for alignment on the device
 
 

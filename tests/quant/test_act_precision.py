@@ -12,7 +12,8 @@ from edgeq.cli import main
 from edgeq.graph import Graph
 from edgeq.passes import run_passes
 from edgeq.pipeline import compile as edgeq_compile
-from edgeq.quant.act_precision import choose, smooth_layernorms, tie_rate, wide_bits
+from edgeq.quant.act_precision import smooth_layernorms, wide_bits
+from edgeq.quant.act_search import choose, tie_rate
 from edgeq.quant.build import int8_plan
 from edgeq.quant.calibrate import observe
 from edgeq.quant.data import Dataset
@@ -95,19 +96,19 @@ def test_auto_widens_the_sensitive_stream_and_reaches_the_goal():
     ref = float_out(g, data)
     all8 = sqnr_db(ref["y"], simulate(g, plan, data)["y"])
     d = choose(g, plan, data, ["ort"])
-    assert d.wide and all(w["bits"] == 16 for w in d.wide) and len(d.wide) <= d.max_wide
+    assert d.wide and all(w["bits"] is None for w in d.wide) and len(d.wide) <= d.max_wide  # float: faster than int16 QDQ
     ranked = [w["sensitivity"] for w in d.wide]
     assert ranked == sorted(ranked, reverse=True)  # the most sensitive first
     widened = {t for w in d.wide for t in w["members"]}
-    assert all(plan.activations[t].bits == 16 for t in widened)
+    assert all(plan.activations[t].bits is None for t in widened)
     assert all(a.bits == 8 for t, a in plan.activations.items() if t not in widened)
     chosen = sqnr_db(ref["y"], simulate(g, plan, data)["y"])
     assert chosen > all8 + 6, (all8, chosen)
     assert chosen >= 30 or len(d.wide) == d.max_wide  # the goal, or the cost limit stopped it
 
 
-def test_wide_means_float_where_a_target_has_no_per_tensor_int16():
-    assert wide_bits(["ort"]) == 16
+def test_wide_means_float_where_int16_is_not_faster():
+    assert wide_bits(["ort"]) is None  # ORT runs int16 QDQ as DQ -> float -> Q (targets/ort.toml)
     assert wide_bits(["coreml"]) is None and wide_bits(["tflite"]) is None and wide_bits(["ort", "coreml"]) is None
     data = stack_data(64)
     g = run_passes(Graph(residual_layernorm_stack()))
@@ -129,17 +130,17 @@ def test_logits_that_would_tie_are_kept_precise():
     assert entry["bits"] in (16, None) and plan.activations["logits"].bits == entry["bits"]
 
 
-def test_compile_reports_wide_activations_and_emits_int16_qdq(tmp_path):
+def test_compile_reports_wide_activations_and_keeps_them_float(tmp_path):
     data = stack_data(80)
     report = edgeq_compile(residual_layernorm_stack(), "ort", calib=data.arrays, out=tmp_path / "o", latency_runs=3,
                            quant=_auto())
     ap = report["act_precision"]
     assert ap["mode"] == "auto" and ap["kept_wide"] == len(ap["wide"]) >= 1
-    assert all("sensitivity" in w and w["bits"] == 16 for w in ap["wide"])
-    assert any("kept 16-bit" in w for w in report["warnings"])
+    assert all("sensitivity" in w and w["bits"] is None for w in ap["wide"])
+    assert any("kept float" in w for w in report["warnings"])
     m = onnx.load(report["targets"][0]["artifact"])
-    zps = {t.name: t.data_type for t in m.graph.initializer if t.name.endswith("_act_zero_point")}
-    assert any(zps[f"{w['tensor']}_act_zero_point"] == TensorProto.INT16 for w in ap["wide"])
+    zps = {t.name for t in m.graph.initializer if t.name.endswith("_act_zero_point")}
+    assert zps and not any(f"{w['tensor']}_act_zero_point" in zps for w in ap["wide"])  # no Q/DQ on float ones
     assert report["targets"][0]["verify"]["sqnr_db"] >= 28
 
 

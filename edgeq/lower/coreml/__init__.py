@@ -159,6 +159,8 @@ class MILRunner:
     the program takes (`boundary_feeds`), outputs back to the ONNX types (`onnx_outputs`).
     """
 
+    reference_executor = True  # not Core ML: its host timings say nothing about device speed
+
     def __init__(self, artifact: Artifact):
         from edgeq.lower.coreml.mil_exec import MILProgram
 

@@ -29,7 +29,7 @@ from edgeq.runners import register_runner
 
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")
-__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
+__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "lowering_view", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
            "cross_checks"]
 
 # Output grids fixed by LiteRT's integer kernels, keyed by the ONNX op producing the tensor.
@@ -59,6 +59,9 @@ def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> N
                 src = plan.activations[n.input[0]]
                 if src.bits == a.bits:
                     a.scale, a.zero_point, a.shared_with = src.scale, src.zero_point, src.shared_with or src.tensor
+
+
+lowering_view = L.static_graph  # what the op check before calibration looks at (edgeq/lower/__init__.py)
 
 
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:

@@ -62,13 +62,7 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
     g = infer(g)
     if lift_1d(g):
         g = infer(g)
-    for _ in range(8):
-        changed = _fold_shapes(g)
-        g = PASSES["fold_constants"](g)
-        g = PASSES["remove_dead_nodes"](g)
-        g = infer(g)
-        if not changed:
-            break
+    g = PASSES["fold_shapes"](g)  # the same shape folding the normalization passes run, now with the batch bound
     if fuse_erf_gelu(g):  # after the last shape inference: opset < 20 has no Gelu to infer
         g.refresh()
     return g
@@ -112,28 +106,6 @@ def fuse_erf_gelu(g: Graph) -> bool:
     del g.model.graph.node[:]
     g.model.graph.node.extend(nodes)
     return True
-
-
-def _fold_shapes(g: Graph) -> bool:
-    changed = False
-    keep = []
-    for n in g.model.graph.node:
-        shape = g.shape(n.input[0]) if n.op_type in ("Shape", "Size") and n.input else None
-        if shape is not None and all(isinstance(d, int) for d in shape):
-            if n.op_type == "Shape":
-                start = next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "start"), 0)
-                end = next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "end"), len(shape))
-                value = np.asarray(shape[start:end], np.int64)
-            else:
-                value = np.asarray(int(np.prod(shape)), np.int64)
-            g.model.graph.initializer.append(numpy_helper.from_array(value, n.output[0]))
-            changed = True
-        else:
-            keep.append(n)
-    del g.model.graph.node[:]
-    g.model.graph.node.extend(keep)
-    g.refresh()
-    return changed
 
 
 def check_static(g: Graph, target: str) -> None:

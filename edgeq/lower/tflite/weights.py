@@ -33,7 +33,7 @@ def weight(ctx: Ctx, name: str, to_tfl: Callable[[np.ndarray], np.ndarray], tfl_
     integer = wp is not None and wp.bits is not None
     hybrid = kind == "float" and integer and ctx.plan.mode == "dynamic" and op in HYBRID_OPS
     label = name if rows is None else f"{name}[{rows.start}:{rows.stop}]"
-    if not integer or (kind == "float" and not hybrid and ctx.plan.mode == "static"):
+    if not integer:
         return float_weight(ctx, label, to_tfl(w.astype(np.float32)[rows if rows is not None else slice(None)]))
     axis = wp.axis if wp.granularity == "per_channel" else None
     q = quantize(w, wp.scale, wp.zero_point, wp.bits, signed=True, axis=axis, narrow=wp.scheme == "symmetric")
@@ -55,7 +55,8 @@ def weight(ctx: Ctx, name: str, to_tfl: Callable[[np.ndarray], np.ndarray], tfl_
     t = ctx.new(f"{name}_int8", q.shape, "int8", quant, q.astype(np.int8))
     if kind == "q" or hybrid:
         return t
-    # weight-only plans, and ops without a hybrid kernel: int8 in the file, float at run time
+    # Float kernels (weight-only plans, activations the plan keeps float, ops without a hybrid
+    # kernel): int8 in the file, float at run time, as the plan and its simulation assume.
     f = ctx.new(f"{name}_dequantized", q.shape, "float32")
     ctx.w.add_op("DEQUANTIZE", [t], [f])
     return f
