@@ -117,3 +117,26 @@ def test_int8_dot_reads_the_cpu_flags():
     assert int8_dot({"arch": "x86_64", "flags": ["avx2", "avx512_vnni"]})
     assert int8_dot({"arch": "x86_64", "flags": ["avx_vnni"]})
     assert int8_dot({"arch": "aarch64", "flags": ["asimd"]})
+
+
+def test_a_float_kernel_gets_its_grid_values_as_float_weights(tmp_path):
+    """A conv whose input activation stays float runs a float kernel: a DequantizeLinear weight
+    would defeat onnxruntime's prepacking, so the plan's grid values are stored as float32."""
+    from edgeq.graph import Graph
+    from edgeq.lower import ort as ort_target
+    from edgeq.passes import run_passes
+    from edgeq.quant.build import int8_plan
+    from edgeq.quant.calibrate import observe
+    from edgeq.quant.data import Dataset
+    from edgeq.quant.weights import fake_quant_weight
+    from tests.models import small_cnn, small_cnn_data
+
+    g = run_passes(Graph(small_cnn()))
+    data = Dataset({"input": small_cnn_data(16)})
+    plan = int8_plan(g, observe(g, data))
+    plan.activations["input"].bits = None  # conv1 now runs float
+    art = ort_target.lower(g, plan, tmp_path, "m", {"ort_format": False})
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(art.path).graph.initializer}
+    np.testing.assert_array_equal(inits["conv1.w"], fake_quant_weight(plan.weights["conv1.w"], g.initializer("conv1.w")))
+    assert "conv1.w_quantized" not in inits and inits["dw.w_quantized"].dtype == np.int8
+    assert any("run float kernels" in n and "conv1" in n for n in art.notes)
