@@ -65,6 +65,9 @@ def check_lowerable(graph, name: str) -> None:
 
     missing = unlowerable(graph, name)
     if not missing:
+        check = getattr(get_target(name), "check_graph", None)  # e.g. tflm: does it fit a microcontroller
+        if check is not None:
+            check(graph)
         return
     k, n = missing[0]
     ops = sorted({m.op_type for _, m in missing})

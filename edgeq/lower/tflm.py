@@ -21,7 +21,7 @@ import numpy as np
 from edgeq.artifact import Artifact
 from edgeq.errors import ModelError
 from edgeq.fileio import dumps_json, write_bytes, write_text
-from edgeq.graph import Graph
+from edgeq.graph import Graph, node_name
 from edgeq.lower import target_data
 from edgeq.lower import tflite as T
 from edgeq.quant.plan import QuantPlan
@@ -47,6 +47,33 @@ def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> N
     T.adjust_plan(graph, plan, options)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def check_graph(graph: Graph) -> None:
+    """Before calibration: int8 weights (one byte per parameter at least) must fit the flash,
+    and the largest single op's int8 inputs + outputs (a lower bound on the arena) the SRAM."""
+    caps = target_data(NAME)
+    flash, sram = caps["mcu_flash_bytes"], caps["mcu_arena_bytes"]
+    why = "use --target tflite for phones and Linux boards, or a smaller model or input"
+    if graph.param_count() > flash:
+        raise ModelError(f"{graph.source}: {graph.param_count():,} parameters need at least {_mib(graph.param_count())} "
+                         f"of flash as int8; TFLite Micro targets microcontrollers with up to {_mib(flash)} "
+                         f"(targets/tflm.toml mcu_flash_bytes): {why}")
+    static = lowering_view(graph)
+    need, where = 0, None
+    for k, n in enumerate(static.nodes):
+        names = [t for t in (*n.input, *n.output) if t and not static.is_const(t)]
+        size = sum(int(np.prod(static.shape(t))) for t in dict.fromkeys(names) if static.shape(t) is not None
+                   and all(isinstance(d, int) for d in static.shape(t)))
+        if size > need:
+            need, where = size, node_name(n, k)
+    if need > sram:
+        raise ModelError(f"{graph.source}: node '{where}' alone holds {_mib(need)} of int8 activations; TFLite Micro "
+                         f"targets microcontrollers with up to {_mib(sram)} of SRAM (targets/tflm.toml mcu_arena_bytes): {why}")
+
+
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
     T.check_plan(graph, plan, _options(plan, options))
 
@@ -56,6 +83,10 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     T.check_plan(graph, plan, options)
     data, ctx = T.build(graph, plan, options)
     arena = arena_bytes(data, graph.source)  # TFLite Micro itself says whether it can run every op
+    if arena > target_data(NAME)["mcu_arena_bytes"]:
+        raise ModelError(f"{graph.source}: TFLite Micro needs a {_mib(arena)} tensor arena for this model; microcontrollers "
+                         f"have up to {_mib(target_data(NAME)['mcu_arena_bytes'])} of SRAM (targets/tflm.toml "
+                         "mcu_arena_bytes): use --target tflite, or a smaller input")
     out_dir = Path(out_dir)
     path = out_dir / f"{stem}.micro.tflite"  # beside a --target tflite artifact of the same model
     write_bytes(path, data)
@@ -134,6 +165,8 @@ def _flush_c_stdio() -> None:
 
 class MicroRunner:
     """tflite_micro.runtime.Interpreter over the artifact's bytes, one sample at a time."""
+
+    reference_executor = True  # TFLite Micro's reference kernels: host timings say nothing about an MCU
 
     def __init__(self, artifact: Artifact, threads: int = 1):
         from tflite_micro import runtime

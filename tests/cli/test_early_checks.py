@@ -93,3 +93,15 @@ def test_unbound_shape_op_names_input_shape(tmp_path):
     assert r.exit_code == 2 and "--input-shape x=1," in r.output and "\n" not in r.output.strip(), r.output
     r = _compile(path, tmp_path / "out2", "--target", "tflite", "--input-shape", "x=1,4")
     assert r.exit_code == 0, r.output
+
+
+def test_tflm_refuses_what_no_microcontroller_holds_before_calibration(tmp_path):
+    # One 1x16x512x512 conv: 4 MiB in + 4 MiB out of int8 activations, past the SRAM limit.
+    w = numpy_helper.from_array(np.zeros((16, 16, 1, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="big_conv")], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 512, 512])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 512, 512])], [w])
+    path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    r = _compile(path, tmp_path / "out", "--target", "tflm", "--calib", "/nonexistent.npz")
+    assert r.exit_code == 2 and "node 'big_conv' alone holds 8.0 MiB" in r.output and "--target tflite" in r.output, r.output
+    assert not (tmp_path / "out").exists()
