@@ -12,7 +12,7 @@ from pathlib import Path
 from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, write_text
-from edgeq.frontend import load
+from edgeq.frontend import check_leading_dim_is_batch, load
 from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, get_target, target_data
@@ -68,6 +68,7 @@ def prepare(model, opts: Options) -> Graph:
     check_not_quantized(graph, graph.source)
     check_runnable(graph)
     graph = run_passes(graph)
+    check_leading_dim_is_batch(graph)
     for name in opts.targets:
         check_lowerable(graph, name)
     return graph

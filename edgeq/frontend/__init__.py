@@ -38,3 +38,27 @@ def load(model, input_shapes: dict[str, tuple] | None = None, example_inputs=Non
             raise ModelError("a torch.nn.Module needs example_inputs=(tensor, ...) to be exported")
         return finish(export_module(model, example_inputs), type(model).__name__, input_shapes)
     raise ModelError(f"cannot load a model from {type(model).__name__}; pass an .onnx/.pt2 path or an nn.Module")
+
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+def check_leading_dim_is_batch(graph: Graph) -> None:
+    """edgeq splits data into samples along a symbolic leading dim, taking it for a batch. When
+    that dim is the time axis of a recurrent layer (silero-vad's sequence model: frames carry
+    state from one to the next), splitting would change what the model computes."""
+    from edgeq.graph import get_attr, node_name
+
+    leading = {s.shape[0]: s.name for s in graph.inputs if s.shape and isinstance(s.shape[0], str)}
+    for k, n in enumerate(graph.nodes):
+        if n.op_type not in RECURRENT_OPS or not leading:
+            continue
+        shape = graph.shape(n.input[0]) or ()
+        time_axis = 1 if get_attr(n, "layout", 0) == 1 else 0
+        dim = shape[time_axis] if len(shape) > time_axis else None
+        if dim in leading:
+            name = leading[dim]
+            rest = ",".join(str(d) if isinstance(d, int) else "1" for d in next(s.shape for s in graph.inputs if s.name == name)[1:])
+            raise ModelError(f"{graph.source}: the leading dim '{dim}' of input '{name}' is the time axis of {n.op_type} "
+                             f"'{node_name(n, k)}', not a batch, so edgeq cannot split it into samples; bind it with "
+                             f"--input-shape {name}=T,{rest} (T steps per inference; the data's rows are then read T at a time)")

@@ -30,13 +30,17 @@ class Dataset:
     source: str = ""
     random: bool = False
     notes: list[str] = field(default_factory=list)
+    unit: int = 1  # rows per inference: a model's fixed leading dim (e.g. a bound time axis) > 1
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
     def take(self, idx) -> Dataset:
+        if isinstance(idx, slice) and self.unit > 1:  # whole inferences only: round out to the unit
+            start, stop, _ = idx.indices(len(self))
+            idx = slice(start - start % self.unit, min(len(self), -(-stop // self.unit) * self.unit))
         labels = self.labels[idx] if self.labels is not None else None
-        return Dataset({k: v[idx] for k, v in self.arrays.items()}, labels, self.source, self.random, list(self.notes))
+        return Dataset({k: v[idx] for k, v in self.arrays.items()}, labels, self.source, self.random, list(self.notes), self.unit)
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):
@@ -46,6 +50,7 @@ class Dataset:
         """Calibrate on the first part, verify on the held-back last part."""
         n = len(self)
         k = max(1, int(round(n * holdout)))
+        k = -(-k // self.unit) * self.unit
         if n - k < 1:
             raise CalibrationError(f"{self.source}: {n} sample(s) cannot be split into calibration and validation; pass --val or more data")
         return self.take(slice(0, n - k)), self.take(slice(n - k, n))
@@ -64,11 +69,22 @@ def load_dataset(spec, graph: Graph, what: str = "--calib", seed: int = 0, rando
     else:
         ds = _load_path(Path(spec), inputs, what)
     check_dataset(ds, inputs, what)
+    ds.unit = rows_per_inference(inputs)
+    if len(ds) % ds.unit:
+        raise CalibrationError(f"{what} {ds.source}: {len(ds)} rows; the model takes {ds.unit} rows per inference "
+                               f"(its inputs' leading dim), so pass a multiple of {ds.unit}")
     return ds
+
+
+def rows_per_inference(inputs: list[TensorSpec]) -> int:
+    """A fixed leading dim above 1 (all inputs alike) is one inference's rows; else one row each."""
+    dims = {s.shape[0] for s in inputs if s.shape}
+    return int(dims.pop()) if len(dims) == 1 and all(isinstance(d, int) and d > 1 for d in dims) else 1
 
 
 def random_dataset(inputs: list[TensorSpec], n: int, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
+    n *= rows_per_inference(inputs)
     arrays = {}
     for spec in inputs:
         shape = [d if isinstance(d, int) else 1 for d in spec.shape[1:]]

@@ -105,3 +105,34 @@ def test_tflm_refuses_what_no_microcontroller_holds_before_calibration(tmp_path)
     r = _compile(path, tmp_path / "out", "--target", "tflm", "--calib", "/nonexistent.npz")
     assert r.exit_code == 2 and "node 'big_conv' alone holds 8.0 MiB" in r.output and "--target tflite" in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+def _recurrent(time_dim="T"):
+    """x[T, 8] -> Unsqueeze(1) -> LSTM over T steps: the leading dim is time, not a batch."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "ax"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (1, 16, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (1, 16, 4)).astype(np.float32), "R")]
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["x3"], name="unsq"),
+             helper.make_node("LSTM", ["x3", "W", "R"], ["y"], name="the_lstm", hidden_size=4)]
+    g = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [time_dim, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [time_dim, 1, 1, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_time_axis_is_not_split_as_a_batch(tmp_path):
+    path = _save(tmp_path, _recurrent())
+    r = _compile(path, tmp_path / "out")
+    assert r.exit_code == 2 and "time axis of LSTM 'the_lstm', not a batch" in r.output and "--input-shape x=T,8" in r.output
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))  # 5 sequences of 8 steps
+    r = CliRunner().invoke(main, ["compile", str(path), "--input-shape", "x=8,8", "--calib", str(calib), "--out",
+                                  str(tmp_path / "o2"), "--json", "--act-bits", "8"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    report = json.loads(r.output)
+    assert report["validation"]["samples"] == 8 and report["calibration"]["samples"] == 32  # whole sequences held back
+    np.savez(calib, x=np.zeros((41, 8), np.float32))
+    r = _compile(path, tmp_path / "o3", "--input-shape", "x=8,8", "--calib", str(calib))
+    assert r.exit_code == 2 and "41 rows; the model takes 8 rows per inference" in r.output, r.output
