@@ -140,7 +140,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
               help="tflite/tflm: rank-4 I/O in NHWC, so the artifact has no boundary transposes.")
 @click.option("--fallback", type=click.Choice(["error", "float"]), default=None,
-              help="tflite: an op with no integer kernel stays float between DEQUANTIZE/QUANTIZE instead of an error.")
+              help="tflite: an op with no integer kernel stays float between DEQUANTIZE/QUANTIZE (float, the default) or is refused (error: full-integer models for NNAPI / Edge TPU).")
 @click.option("--weights-dtype", "weights", type=click.Choice(["float32", "float16"]), default=None,
               help="tflite: storage of the weights the plan keeps float.")
 @click.option("--android-api", "android_api", type=click.IntRange(21, 40), default=None,

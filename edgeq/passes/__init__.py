@@ -43,4 +43,4 @@ def infer(graph: Graph) -> Graph:
 
 
 # Importing the modules registers their passes.
-from edgeq.passes import basic, batchnorm, sentinel, shapes  # noqa: E402,F401
+from edgeq.passes import basic, batchnorm, rnn, sentinel, shapes  # noqa: E402,F401

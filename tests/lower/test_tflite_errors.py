@@ -89,10 +89,10 @@ def test_op_without_integer_kernel_fallback_float(tmp_path):
     graph = run_passes(Graph(onnx.load(path), str(path)))
     x = np.abs(np.random.default_rng(0).normal(0, 1, (32, 4))).astype(np.float32)
     plan = int8_plan(graph, observe(graph, load_dataset({"input": x}, graph)), target="tflite")
-    with pytest.raises(UnsupportedOpError, match="the_op.*Sqrt.*--fallback float"):
-        tflite.lower(graph, plan, tmp_path / "a", "m", {})
+    with pytest.raises(UnsupportedOpError, match="the_op.*Sqrt.*--fallback error"):
+        tflite.lower(graph, plan, tmp_path / "a", "m", {"fallback": "error"})  # full-integer only, as asked
     assert not (tmp_path / "a" / "m.tflite").exists()
-    art = tflite.lower(graph, plan, tmp_path / "b", "m", {"fallback": "float"})
+    art = tflite.lower(graph, plan, tmp_path / "b", "m", {})  # the default: float between DEQUANTIZE/QUANTIZE
     ops = art.extra["tflite_ops"]
     assert ops["DEQUANTIZE"] >= 1 and ops["SQRT"] == 1 and ops["RELU"] == 1
     assert art.extra["float_nodes"] == ["the_op"] and any("fallback=float" in n for n in art.notes)
@@ -106,8 +106,8 @@ def test_cli_fallback_and_io_flags(tmp_path):
     path = _model("Sqrt", tmp_path / "sqrt.onnx")
     np.savez(tmp_path / "calib.npz", input=np.abs(np.random.default_rng(0).normal(0, 1, (32, 4))).astype(np.float32))
     args = ["compile", str(path), "--target", "tflite", "--calib", str(tmp_path / "calib.npz"), "--json"]
-    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
-    assert bad.exit_code == 2 and "--fallback float" in bad.output and not (tmp_path / "a").exists()
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--fallback", "error"])
+    assert bad.exit_code == 2 and "--fallback error" in bad.output and not (tmp_path / "a").exists()
     ok = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--fallback", "float", "--io-dtype", "int8"])
     assert ok.exit_code == 0, ok.output
     entry = json.loads(ok.output[ok.output.index("{"):])["targets"][0]

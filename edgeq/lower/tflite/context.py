@@ -25,7 +25,7 @@ from edgeq.quant.plan import ActivationPlan, QuantPlan
 class TfliteOptions:
     io_dtype: str = "float32"  # float32 | int8 (the plan's grid at the boundary)
     io_layout: str = "nchw"  # nchw | nhwc
-    fallback: str = "error"  # error | float: an op without an integer kernel stays float
+    fallback: str = "float"  # float: an op without an integer kernel stays float (noted); error: refuse it
     weights: str = "auto"  # auto | float32 | float16 (weight storage when the plan keeps them float)
     int4: bool = True  # native INT4 for 4-bit FULLY_CONNECTED / CONV_2D weights
     android_api: int | None = None  # report NNAPI compatibility at this Android API level
@@ -120,8 +120,8 @@ class Ctx:
                 self.float_nodes.append(node.name or node.op_type)
                 return "float"
             raise UnsupportedOpError(node.name or node.op_type, node.op_type, "tflite",
-                                     f"LiteRT has no int{self.width} kernel for it; pass --fallback float to keep it float "
-                                     "between DEQUANTIZE/QUANTIZE, or set its activations to null in the plan")
+                                     f"LiteRT has no int{self.width} kernel for it (--fallback error); drop --fallback error to keep it "
+                                     "float between DEQUANTIZE/QUANTIZE, or set its activations to null in the plan")
         return "q"
 
     def write_requantized(self, name: str, layout: str, src: int) -> None:

@@ -62,6 +62,10 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
     g = infer(g)
     if lift_1d(g):
         g = infer(g)
+    if any(n.op_type == "LSTM" for n in g.nodes):  # state in / final cell state out: unrolled (passes/rnn.py)
+        from edgeq.passes.rnn import unroll_lstms
+
+        g = infer(unroll_lstms(g))
     g = PASSES["fold_shapes"](g)  # the same shape folding the normalization passes run, now with the batch bound
     if fuse_erf_gelu(g):  # after the last shape inference: opset < 20 has no Gelu to infer
         g.refresh()

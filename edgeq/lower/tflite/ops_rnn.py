@@ -14,6 +14,7 @@ from edgeq.graph import get_attr
 from edgeq.lower.tflite.context import Ctx
 from edgeq.lower.tflite.ops_nn import _attr, unsupported
 from edgeq.lower.tflite.schema import fb
+from edgeq.passes.rnn import used
 
 ONNX_GATES = {"i": 0, "o": 1, "f": 2, "c": 3}
 
@@ -39,8 +40,8 @@ def lower_lstm(ctx: Ctx, node) -> None:
         unsupported(node, "LSTM with non-default activations or input_forget")
     if any(v is not None and np.any(v) for v in (h0, c0)):
         unsupported(node, "LSTM with a non-zero initial state (LiteRT's state tensors start at zero)")
-    if len(node.output) > 2 and node.output[2]:
-        unsupported(node, "LSTM with the Y_c output")
+    if len(node.output) > 2 and node.output[2] and used(ctx.graph, node.output[2]):
+        unsupported(node, "LSTM with the Y_c output")  # unrolled before lowering when it can be (passes/rnn.py)
     layout = get_attr(node, "layout", 0)
     shape = ctx.shape(x)
     seq, batch = (shape[0], shape[1]) if layout == 0 else (shape[1], shape[0])
