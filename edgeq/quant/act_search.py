@@ -35,7 +35,7 @@ from edgeq.runners import OrtRunner, batch_size_for
 
 SEARCH_SAMPLES = 32  # samples the search for k runs on
 RANK_SAMPLES = 8  # samples each ranking simulation runs on (fewer for large models, down to 2)
-RANK_WORK = 5e11  # MAC-equivalents the ranking may spend (about 15 s on a 2-core x86 host)
+RANK_WORK = 3e11  # MAC-equivalents the ranking may spend (about 15 s on a 2-core x86 host)
 NOISE_GOAL = 10 ** (-30 / 10)  # whole-plan output noise to reach: 30 dB SQNR
 MAX_WIDE_FRACTION = 0.25  # cost limit: at most this share of the activation groups stays wide
 MAX_WIDE_MIN = 2
@@ -61,7 +61,7 @@ class ActSimulator:
         m = onnx.ModelProto()
         m.CopyFrom(g.model)
         self._insert(m.graph, set(self.names))
-        self.runner = OrtRunner(m.SerializeToString(), threads=2, optimize=False, source=graph.source)
+        self.runner = OrtRunner(m.SerializeToString(), threads=2, optimize="basic", source=graph.source)
         self.batch = batch_size_for(graph, preferred=SEARCH_SAMPLES)
         self.outputs = [o.name for o in graph.outputs]
         self.runs = 0
@@ -217,7 +217,8 @@ def cache_path(graph: Graph, plan: QuantPlan, data, wide, limit: int) -> Path:
     from edgeq import __version__
     from edgeq.quant.sensitivity import cache_dir
 
-    h = hashlib.sha256(f"{__version__} {graph.sha256()} {plan.sha256()} {wide} {limit}".encode())
+    grids = {k: v for k, v in plan.to_dict().items() if k in ("mode", "weights", "activations", "tensors")}  # not the target
+    h = hashlib.sha256(f"{__version__} {graph.sha256()} {dumps_json(grids)} {wide} {limit}".encode())
     h.update(repr((SEARCH_SAMPLES, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN)).encode())
     for k in sorted(data.arrays):
         h.update(k.encode() + np.ascontiguousarray(data.arrays[k]).tobytes())
