@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edgeq.frontend import load
-from edgeq.graph import node_name
 from edgeq.frontend.quantized import quantized_ops
+from edgeq.graph import node_name
 from edgeq.lower import get_target, target_data, target_names, unlowerable
 from edgeq.passes import run_passes
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
-from edgeq.fileio import StagingDir, write_text
+from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import load
 from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
@@ -141,6 +141,7 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 
 
 def run_compile(model, opts: Options) -> dict:
+    check_out_dir(opts.out)  # an output path that cannot be written: fail before any work
     modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
@@ -245,6 +246,7 @@ def build_report(graph, plan, calib, val, facts, entries, model) -> dict:
 
 def write_plan(model, opts: Options) -> QuantPlan:
     """`edgeq plan`: everything up to the plan, written as plan.json."""
+    check_out_dir(opts.out)
     for t in opts.targets:
         get_target(t)
     graph = prepare(model, opts)
