@@ -164,7 +164,7 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
     """
     from edgeq.pipeline import run_compile
     from edgeq.profile import parse_rate
-    from edgeq.report import table
+    from edgeq.report import relative_paths, table
 
     quant = _pop_quant(target_kw)
     profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
@@ -172,7 +172,7 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
                     ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
                     target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
     report = run_compile(model, opts)
-    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else table(report))
+    click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True) if as_json else table(report))
 
 
 @main.command()

@@ -57,8 +57,10 @@ class Options:
 
 
 def model_stem(model) -> str:
+    """The name every artifact of this model starts with: the file name without its last suffix
+    (a.b_v2.0.onnx -> a.b_v2.0), so models that differ after a dot do not overwrite each other."""
     if isinstance(model, str | Path):
-        return Path(model).name.split(".")[0]
+        return Path(model).stem or Path(model).name
     return type(model).__name__.lower()
 
 
@@ -179,7 +181,7 @@ def run_compile(model, opts: Options) -> dict:
                                                       getattr(runner, "load_seconds", None), opts.threads)
         report = build_report(graph, plan, calib, val, facts, entries, model)
         write_text(staging.path / "plan.json", plan.to_json())
-        write_report(report, staging.path)
+        write_report(report, staging.path, root=opts.out.resolve())  # paths relative to the output folder
         write_html(report, staging.path)
     return report
 

@@ -8,10 +8,29 @@ from edgeq.fileio import dumps_json, write_text
 from edgeq.profile.text import device_lines
 
 
-def write_report(report: dict, out_dir: Path) -> Path:
+def write_report(report: dict, out_dir: Path, root: Path | None = None) -> Path:
+    """report.json in out_dir; with root (the output folder the files end up in), every artifact path
+    in it is written relative to root, so the folder can be moved and a build script joins it with its own path."""
     path = Path(out_dir) / "report.json"
-    write_text(path, dumps_json(report))
+    write_text(path, dumps_json(relative_paths(report, root) if root is not None else report))
     return path
+
+
+def relative_paths(report: dict, root: Path) -> dict:
+    """A copy of report whose per-target paths under root (artifact, files, ort_file, tflm_manifest,
+    plan_file, ...) are relative to root, in POSIX form."""
+    root = Path(root)
+
+    def rel(v):
+        if isinstance(v, dict):
+            return {k: rel(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rel(x) for x in v]
+        if isinstance(v, str) and v.startswith(str(root)) and Path(v).is_relative_to(root):
+            return Path(v).relative_to(root).as_posix()
+        return v
+
+    return {**report, "targets": rel(report.get("targets", []))}
 
 
 def _kib(n) -> str:
