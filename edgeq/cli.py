@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -26,6 +27,9 @@ class EdgeqGroup(click.Group):
     """User mistakes print one line and exit 2; only bugs show a traceback."""
 
     def invoke(self, ctx):
+        # Libraries' Python warnings (numpy overflow while folding, deprecations) are not for the user:
+        # what matters reaches the report's warnings, and an error stays one line.
+        warnings.simplefilter("ignore")
         try:
             return super().invoke(ctx)
         except EdgeqError as e:

@@ -13,6 +13,7 @@ from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import load
+from edgeq.frontend.onnx_file import check_graph_weights_finite
 from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, get_target, target_data
@@ -29,7 +30,7 @@ from edgeq.quant.plan import QuantPlan
 from edgeq.quant.quality import data_warnings
 from edgeq.quant.simulate import plan_graph
 from edgeq.quant.size import predicted_bytes
-from edgeq.report import write_report
+from edgeq.report import finite_copy, write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
 from edgeq.verify import compare
@@ -79,6 +80,7 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
     if opts.calib is None and opts.plan is None:
         raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
+    check_graph_weights_finite(graph)  # what folding produced, before any number is derived from it
     facts: dict = {"warnings": []}
     calib = load_dataset(opts.calib, graph, "--calib", opts.seed) if opts.calib is not None else None
     val = load_dataset(opts.val, graph, "--val", opts.seed) if opts.val is not None else None
@@ -179,7 +181,8 @@ def run_compile(model, opts: Options) -> dict:
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
                                                       getattr(runner, "load_seconds", None), opts.threads)
-        report = build_report(graph, plan, calib, val, facts, entries, model)
+        report, non_finite = finite_copy(build_report(graph, plan, calib, val, facts, entries, model))
+        report["warnings"] += non_finite
         write_text(staging.path / "plan.json", plan.to_json())
         write_report(report, staging.path, root=opts.out.resolve())  # paths relative to the output folder
         write_html(report, staging.path)

@@ -10,7 +10,7 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from edgeq.errors import ModelError
-from edgeq.graph import Graph
+from edgeq.graph import Graph, node_name
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -100,6 +100,22 @@ def check_weights_finite(model: onnx.ModelProto, source: str) -> None:
         if not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ModelError(f"{source}: weight '{t.name}' holds {bad} NaN/inf values; fix the trained weights before compiling")
+
+
+def check_graph_weights_finite(graph: Graph) -> None:
+    """After the passes: a weight that folding made non-finite (a BatchNormalization with a variance
+    of 0 or below and eps 0, weights near float32's limit) is an error naming the node it feeds."""
+    for t in graph.model.graph.initializer:
+        if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        arr = numpy_helper.to_array(t)
+        if np.all(np.isfinite(arr)):
+            continue
+        users = [node_name(n) for n in graph.consumers.get(t.name, [])]
+        node = f"node '{users[0]}'" if users else "no node"
+        raise ModelError(f"{graph.source}: weight '{t.name}' (feeding {node}) becomes NaN/inf once BatchNormalization and "
+                         "constants are folded (a variance of 0 or below with epsilon 0, or weights near float32's limit); "
+                         "fix the trained parameters")
 
 
 def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Graph:

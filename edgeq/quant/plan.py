@@ -99,7 +99,7 @@ class QuantPlan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["version"] = PLAN_VERSION
-        return d
+        return _finite(d)
 
     def to_json(self) -> str:
         return dumps_json(self.to_dict())
@@ -168,6 +168,29 @@ class QuantPlan:
         for name in self.activations:
             if name not in known:
                 raise PlanError(f"{source}: activation '{name}' is not a tensor of the model; was the plan made for another model?")
+
+
+TENSOR_SECTIONS = {"weights": "weight", "activations": "activation", "tensors": "tensor"}
+
+
+def _finite(d: dict) -> dict:
+    """Non-finite numbers never reach JSON: in a weight's or activation's parameters they are an error
+    naming the tensor; in the plan's metrics (predicted, budget, calibration) they become null."""
+
+    def walk(v, path: list):
+        if isinstance(v, dict):
+            return {k: walk(x, [*path, k]) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x, [*path, i]) for i, x in enumerate(v)]
+        if isinstance(v, float | np.floating) and not np.isfinite(v):
+            if path and path[0] in TENSOR_SECTIONS and len(path) > 2:
+                field_path = str(path[2]) + "".join(f"[{p}]" for p in path[3:])
+                raise PlanError(f"{TENSOR_SECTIONS[path[0]]} '{path[1]}': {field_path} is {v}; the model's weights or the "
+                                "calibration data overflow float32 there; fix the weights or the data's scale")
+            return None
+        return v
+
+    return walk(d, [])
 
 
 def _build(cls, value: dict, where: str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgeq.fileio import dumps_json, write_text
 from edgeq.profile.text import device_lines
 
@@ -12,8 +14,34 @@ def write_report(report: dict, out_dir: Path, root: Path | None = None) -> Path:
     """report.json in out_dir; with root (the output folder the files end up in), every artifact path
     in it is written relative to root, so the folder can be moved and a build script joins it with its own path."""
     path = Path(out_dir) / "report.json"
-    write_text(path, dumps_json(relative_paths(report, root) if root is not None else report))
+    report, _ = finite_copy(relative_paths(report, root) if root is not None else report)  # run_compile warned
+    write_text(path, dumps_json(report))
     return path
+
+
+def finite_copy(report):
+    """A copy of report with every NaN/inf replaced by None, and one warning per replaced number (at most
+    ten, then a count). A metric that overflowed (values near float32's limit) is written as null rather
+    than breaking the JSON."""
+    import math
+
+    replaced: list[str] = []
+
+    def walk(v, path: str):
+        if isinstance(v, dict):
+            return {k: walk(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, float | np.floating) and not math.isfinite(v):
+            replaced.append(f"{path} was {v}")
+            return None
+        return v
+
+    clean = walk(report, "")
+    warnings = [f"report: {p}, written as null (the value overflowed float32)" for p in replaced[:10]]
+    if len(replaced) > 10:
+        warnings.append(f"report: {len(replaced) - 10} more non-finite numbers written as null")
+    return clean, warnings
 
 
 def relative_paths(report: dict, root: Path) -> dict:
