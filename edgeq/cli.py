@@ -18,6 +18,39 @@ from edgeq.errors import EdgeqError
 TARGET_HELP = "Target to compile for (repeat, or a,b, for several). `edgeq targets` lists them."
 
 
+def _in_range(lo, hi=None, why: str = ""):
+    """A click callback refusing a number outside lo..hi (hi None: no upper end) in edgeq's one line."""
+
+    def check(ctx, param, value):
+        if value is None:
+            return value
+        if not (lo <= value and (hi is None or value <= hi)) or value != value:
+            flag = max(param.opts, key=len)
+            span = f"{lo}..{hi}" if hi is not None else f"{lo} or more"
+            raise EdgeqError(f"{flag} {value}: give {span}{f' ({why})' if why else ''}")
+        return value
+
+    return check
+
+
+def _threads(ctx, param, value):
+    from edgeq.runners import check_threads
+
+    return check_threads(value)
+
+
+def parse_targets(specs) -> list[str]:
+    """--target a,b == --target a --target b; an empty or blank name (--target '', 'ort,') is refused."""
+    from edgeq.lower import target_names
+
+    names = [t.strip() for spec in specs for t in spec.split(",")]
+    if any(not t for t in names):
+        bad = next(spec for spec in specs if not spec.strip() or any(not t.strip() for t in spec.split(",")))
+        raise EdgeqError(f"--target {bad!r}: an empty target name; choose from {', '.join(target_names())} "
+                         "(several: --target ort,tflite)")
+    return names
+
+
 def _fail(e: EdgeqError):
     click.echo(f"edgeq: error: {e}", err=True)
     sys.exit(2)
@@ -71,7 +104,7 @@ def _quant_options(f):
         click.option("--act-bits", default=None, metavar="8|16|auto",
                      help="Activation bits (static mode). auto (default): int8, widened to int16 or float only where measured sensitivity needs it."),
         click.option("--codebook", type=click.Choice(["kmeans", "nf4"]), default=None, help="Palette codebook (--scheme palette)."),
-        click.option("--block-size", type=int, default=None, help="Block size for per_block (or channels per palette group)."),
+        click.option("--block-size", type=int, default=None, callback=_in_range(1, 1 << 20), help="Block size for per_block (or channels per palette group)."),
         click.option("--granularity", type=click.Choice(["per_tensor", "per_channel", "per_block"]), default=None,
                      help="Weight scale granularity (default per_channel)."),
         click.option("--scheme", type=click.Choice(["symmetric", "asymmetric", "palette"]), default=None,
@@ -89,9 +122,9 @@ def _quant_options(f):
                      help="Metric for --max-drop: FUNCTION(outputs, labels) -> float, higher is better."),
         click.option("--max-drop", default=None, metavar="PCT", help="Smallest plan whose metric drops at most this much, e.g. 1%."),
         click.option("--size-budget", default=None, metavar="SIZE", help="Weights + params budget, e.g. 300KB."),
-        click.option("--avg-bits", type=float, default=None, help="Average weight bits; bits per layer by sensitivity."),
-        click.option("--weight-bits", type=int, default=None, help="Bits for every weight when no budget is given (default 8)."),
-        click.option("--max-bits", type=int, default=None,
+        click.option("--avg-bits", type=float, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"), help="Average weight bits; bits per layer by sensitivity."),
+        click.option("--weight-bits", type=int, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"), help="Bits for every weight when no budget is given (default 8)."),
+        click.option("--max-bits", type=int, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"),
                      help="Highest weight bits to use (7 avoids int8 saturation in ORT's kernels on x86 without VNNI)."),
     ]
     for o in opts:
@@ -124,8 +157,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
     from edgeq.frontend import parse_input_shapes
     from edgeq.pipeline import Options
 
-    targets = [t.strip() for spec in targets for t in spec.split(",") if t.strip()]  # --target a,b == --target a --target b
-    return Options(targets=targets or ["ort"], calib=calib, val=val, out=Path(out),
+    return Options(targets=parse_targets(targets) or ["ort"], calib=calib, val=val, out=Path(out),
                    input_shapes=parse_input_shapes(input_shapes), seed=seed, **kw)
 
 
@@ -136,7 +168,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--plan", type=click.Path(), default=None, help="Apply this plan.json exactly instead of calibrating a new one.")
 @click.option("--out", "-o", default="out", show_default=True, help="Output folder (written only when everything succeeds).")
 @_model_options
-@click.option("--threads", default=1, show_default=True, help="Threads for the runtimes when verifying and timing.")
+@click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the runtimes when verifying and timing.")
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
 @click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
@@ -214,7 +246,7 @@ def inspect(model, targets, input_shapes, as_json):
     from edgeq.frontend import parse_input_shapes
     from edgeq.inspect import inspect_model, render
 
-    info = inspect_model(model, list(targets), parse_input_shapes(input_shapes))
+    info = inspect_model(model, parse_targets(targets), parse_input_shapes(input_shapes))
     click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
 
 
@@ -238,8 +270,8 @@ def targets(as_json):
 @click.argument("artifact", type=click.Path())
 @click.option("--device", "devices", multiple=True, metavar="NAME", help="Device to estimate on (repeat; `edgeq devices` lists them).")
 @click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
-@click.option("--threads", default=1, show_default=True, help="Threads for the host runtime when timing.")
-@click.option("--runs", default=50, show_default=True, help="Timed runs on the host (after warm-up).")
+@click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the host runtime when timing.")
+@click.option("--runs", default=50, show_default=True, callback=_in_range(1, 1_000_000), help="Timed runs on the host (after warm-up).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def profile(artifact, devices, rate, threads, runs, as_json):
     """Size, host latency (measured) and per-device latency, energy, battery, memory (estimated).

@@ -32,7 +32,7 @@ from edgeq.quant.simulate import plan_graph
 from edgeq.quant.size import predicted_bytes
 from edgeq.report import finite_copy, write_report
 from edgeq.report.html import write_html
-from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
+from edgeq.runners import OrtRunner, batch_size_for, check_runnable, check_threads, make_runner, run_batches
 from edgeq.verify import compare
 from edgeq.verify.cross import first
 
@@ -146,6 +146,7 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 
 def run_compile(model, opts: Options) -> dict:
     check_out_dir(opts.out)  # an output path that cannot be written: fail before any work
+    check_threads(opts.threads)
     modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)

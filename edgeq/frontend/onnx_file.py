@@ -49,12 +49,17 @@ def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[in
             if not sep or not name:
                 raise ValueError
             shape = tuple(int(d) for d in dims.split(","))
-            if any(d <= 0 for d in shape):
+            if any(not 1 <= d <= MAX_DIM for d in shape):
                 raise ValueError
         except ValueError:
-            raise ModelError(f"--input-shape '{spec}': write it as NAME=D0,D1,... with positive integers, e.g. input=1,1,28,28") from None
+            raise ModelError(f"--input-shape '{spec}': write it as NAME=D0,D1,... with integers 1..{MAX_DIM}, "
+                             "e.g. input=1,1,28,28") from None
         shapes[name] = shape
     return shapes
+
+
+MAX_DIM = 2**31 - 1  # what every runtime's int32 shape fields hold
+MAX_SAMPLE_BYTES = 2**31  # one sample of one input; edgeq allocates batches of these (random data, calibration)
 
 
 def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple], source: str) -> None:
@@ -63,6 +68,15 @@ def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple], source: 
     for name, shape in shapes.items():
         if name not in inputs:
             raise ModelError(f"{source}: --input-shape names '{name}', but the model's inputs are {sorted(inputs)}")
+        elem = inputs[name].type.tensor_type.elem_type
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 4
+        nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * itemsize
+        if nbytes > MAX_SAMPLE_BYTES:
+            raise ModelError(f"{source}: --input-shape {name}={','.join(map(str, shape))} makes one sample {nbytes:,} bytes; "
+                             f"edgeq takes at most {MAX_SAMPLE_BYTES // 2**30} GiB per sample of an input: check the dims")
         dims = inputs[name].type.tensor_type.shape.dim
         if len(dims) != len(shape):
             raise ModelError(f"{source}: input '{name}' has rank {len(dims)}, --input-shape gives {len(shape)} dims {shape}")
