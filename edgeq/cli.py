@@ -166,6 +166,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--target", "-t", "targets", multiple=True, default=["ort"], show_default=True, help=TARGET_HELP)
 @_data_options
 @click.option("--plan", type=click.Path(), default=None, help="Apply this plan.json exactly instead of calibrating a new one.")
+@click.option("--force", is_flag=True, help="Apply --plan even if it was made for another model (sha256) or target.")
 @click.option("--out", "-o", default="out", show_default=True, help="Output folder (written only when everything succeeds).")
 @_model_options
 @click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the runtimes when verifying and timing.")
@@ -191,7 +192,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
-def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
+def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -204,7 +205,7 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
 
     quant = _pop_quant(target_kw)
     profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
-    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, threads=threads,
+    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
                     ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
                     target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
     report = run_compile(model, opts)

@@ -55,6 +55,7 @@ class Options:
     quant: object = None  # edgeq.quant.mixed.QuantOptions (bits, budgets, rounding); None = uniform int8
     devices: list[str] = field(default_factory=list)  # device profiles to estimate on (targets/devices/*.toml)
     rate: float = 30.0  # inferences per second, for battery per hour
+    force: bool = False  # apply --plan even if it was made for another model or target
 
 
 def model_stem(model) -> str:
@@ -98,6 +99,7 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     opts = act.opts
     if opts.plan is not None:
         plan = QuantPlan.load(Path(opts.plan))
+        plan.check_made_for(graph, opts.targets, str(opts.plan), force=opts.force)
         plan.check_against(graph, str(opts.plan))
         for t in refresh_plan(graph, plan):  # edited layers get parameters for their new settings
             facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest)")
