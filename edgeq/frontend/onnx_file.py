@@ -24,20 +24,45 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        target = (base / info.location).resolve()
-        if os.path.isabs(info.location) or base not in target.parents:
-            raise ModelError(
-                f"{path}: tensor '{tensor.name}' points at external data '{info.location}' outside the model's folder; "
-                "keep external data files beside the model"
-            )
-        if not target.exists():
-            raise ModelError(f"{path}: external data file '{info.location}' for tensor '{tensor.name}' is missing; copy it beside the model")
+        check_external_data(tensor, base, path)
     try:
         external_data_helper.load_external_data_for_model(model, str(base))
     except Exception as e:
         raise ModelError(f"{path}: cannot read external data ({e}); check the files beside the model") from None
     return model
+
+
+def check_external_data(tensor, base: Path, path: Path) -> None:
+    """A tensor's external data entry, checked before anything opens it: a plain relative location inside
+    the model's folder (no NUL, no over-long name), a numeric non-negative offset and length within the file."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    where = f"{path}: tensor '{tensor.name}'"
+    location = entries.get("location", "")
+    if not location or "\0" in location or any(c in location for c in "\n\r"):
+        raise ModelError(f"{where}: external data location {location!r} is not a file name; re-save the model with onnx.save")
+    if len(location) > 4096 or any(len(part.encode()) > 255 for part in Path(location).parts):
+        raise ModelError(f"{where}: external data location of {len(location)} characters is longer than a file name can be; "
+                         "re-save the model with onnx.save(..., location='weights.bin')")
+    numbers = {}
+    for key in ("offset", "length"):
+        if key in entries:
+            try:
+                numbers[key] = int(entries[key])
+            except ValueError:
+                numbers[key] = -1
+            if numbers[key] < 0:
+                raise ModelError(f"{where}: external data {key} {entries[key]!r} is not a non-negative integer; "
+                                 "re-save the model with onnx.save")
+    target = (base / location).resolve()
+    if os.path.isabs(location) or base not in target.parents:
+        raise ModelError(f"{where} points at external data '{location}' outside the model's folder; "
+                         "keep external data files beside the model")
+    if not target.is_file():
+        raise ModelError(f"{path}: external data file '{location}' for tensor '{tensor.name}' is missing; copy it beside the model")
+    size = target.stat().st_size
+    if numbers.get("offset", 0) + numbers.get("length", 0) > size:
+        raise ModelError(f"{where}: external data offset {numbers.get('offset', 0)} + length {numbers.get('length', 0)} runs past "
+                         f"the end of '{location}' ({size} bytes); the file is truncated or not the model's")
 
 
 def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:
