@@ -52,7 +52,9 @@ def parse_targets(specs) -> list[str]:
 
 
 def _fail(e: EdgeqError):
-    click.echo(f"edgeq: error: {e}", err=True)
+    # One line, always: a newline inside the message (a file name with one) is shown escaped, as repr would.
+    message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+    click.echo(f"edgeq: error: {message}", err=True)
     sys.exit(2)
 
 

@@ -31,6 +31,38 @@ ort.set_default_logger_severity(4)
 THREADS_PER_CORE = 4
 
 
+class captured_stderr:
+    """Capture what native code writes to file descriptor 2 (LiteRT's "INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU.", TFLite Micro's reports) while the block runs; `.text` holds it afterwards. An error
+    then reaches the user as edgeq's one line, never after a runtime's log lines."""
+
+    def __enter__(self) -> captured_stderr:
+        import os
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self.text = ""
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ctypes
+        import os
+
+        try:
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers, before fd 2 goes back
+        except (OSError, AttributeError):
+            pass
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+
+
 def check_threads(threads, flag: str = "--threads") -> int:
     """A thread count a runtime can take: at least 1, at most 4 per core of this machine (beyond
     that the runtimes only add memory and contention; onnxruntime allocates per thread)."""
