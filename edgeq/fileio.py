@@ -52,11 +52,16 @@ def check_out_dir(out, flag: str = "--out") -> Path:
         resolved = out.resolve()
     except (OSError, RuntimeError) as e:
         raise EdgeqError(f"{flag} {shown}: cannot resolve the path ({type(e).__name__}); pass a writable folder") from None
-    if resolved.exists() and not resolved.is_dir():
-        raise EdgeqError(f"{flag} {shown}: is an existing file, not a folder; pass a folder path (created if missing)")
-    probe_at = resolved
-    while not probe_at.exists():
-        probe_at = probe_at.parent
+    if any(len(part.encode()) > 255 for part in resolved.parts) or len(str(resolved).encode()) > 4000:
+        raise EdgeqError(f"{flag} {shown}: a name in the path is longer than file systems allow; pass a shorter folder path")
+    try:
+        if resolved.exists() and not resolved.is_dir():
+            raise EdgeqError(f"{flag} {shown}: is an existing file, not a folder; pass a folder path (created if missing)")
+        probe_at = resolved
+        while not probe_at.exists():
+            probe_at = probe_at.parent
+    except OSError as e:
+        raise EdgeqError(f"{flag} {shown}: cannot use the path ({e.strerror or type(e).__name__}); pass a writable folder") from None
     if not probe_at.is_dir():
         raise EdgeqError(f"{flag} {shown}: '{probe_at}' is a file, so no folder can be made under it; pass a folder path")
     try:

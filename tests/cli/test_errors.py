@@ -142,11 +142,12 @@ def _no_staging_anywhere(root):
     return [p for p in root.rglob("*") if ".staging." in p.name or p.name.startswith(".edgeq-probe.")]
 
 
-@pytest.mark.parametrize("kind", ["file", "under_file", "proc"])
+@pytest.mark.parametrize("kind", ["file", "under_file", "proc", "long"])
 def test_unusable_output_path_fails_before_loading(tmp_path, small_calib, kind):
     """-o naming a file, a path under a file, or an unwritable place: one line before the model is even read."""
     (tmp_path / "taken").write_text("mine")
-    out = {"file": tmp_path / "taken", "under_file": tmp_path / "taken" / "sub", "proc": "/proc/edgeq_out"}[kind]
+    out = {"file": tmp_path / "taken", "under_file": tmp_path / "taken" / "sub", "proc": "/proc/edgeq_out",
+           "long": tmp_path / ("o" * 300)}[kind]
     # The model does not exist: if the output path were not checked first, the error would name the model.
     result = CliRunner().invoke(main, ["compile", str(tmp_path / "none.onnx"), "--calib", str(small_calib), "-o", str(out)])
     assert result.exit_code == 2, result.output
