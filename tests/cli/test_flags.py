@@ -86,3 +86,12 @@ def test_missing_target_package_names_the_edgeq_extra(monkeypatch):
     monkeypatch.setattr(lower.importlib, "import_module", no_litert)
     with pytest.raises(EdgeqError, match=r"pip install 'edgeq\[tflite\]'"):
         lower.get_target("tflite")
+
+
+@pytest.mark.parametrize("kw", [{"bits": 0}, {"bits": 9}, {"avg_bits": float("nan")}, {"max_bits": 1}, {"block_size": -4}])
+def test_quant_options_refuse_out_of_range_numbers_in_the_api(kw):
+    from edgeq.errors import EdgeqError
+    from edgeq.quant.mixed import QuantOptions
+
+    with pytest.raises(EdgeqError, match="give"):
+        QuantOptions(**kw)
