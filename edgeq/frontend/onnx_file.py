@@ -157,6 +157,37 @@ def check_graph_weights_finite(graph: Graph) -> None:
                          "fix the trained parameters")
 
 
+def constant_inputs_as_constants(model: onnx.ModelProto, source: str) -> None:
+    """A graph input that is also an initializer (older exporters list every weight as an input; ONNX reads
+    it as a default the caller may override) becomes a plain constant, as edgeq treats it: the float
+    reference and every artifact then agree. A model left with no input at all is refused."""
+    inits = {t.name for t in model.graph.initializer}
+    shadowed = [i.name for i in model.graph.input if i.name in inits]
+    if not shadowed:
+        return
+    if len(shadowed) == len(model.graph.input):
+        raise ModelError(f"{source}: every graph input ({', '.join(shadowed[:3])}{' ...' if len(shadowed) > 3 else ''}) is also an "
+                         "initializer, so the model has no input to feed; remove the initializer of the real input(s)")
+    kept = [i for i in model.graph.input if i.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+
+
+def check_outputs_computed(model: onnx.ModelProto, source: str) -> None:
+    """Every output is computed by a node: a graph with no nodes, or an output that is a graph input or a
+    constant passed straight through, has nothing to quantize or lower."""
+    g = model.graph
+    if not g.node:
+        raise ModelError(f"{source}: the graph has no nodes (its outputs are its inputs or constants); there is nothing to compile")
+    produced = {o for n in g.node for o in n.output if o}
+    for o in g.output:
+        if o.name not in produced:
+            what = "a graph input" if o.name in {i.name for i in g.input} else "a constant" if o.name in \
+                {t.name for t in g.initializer} else "not produced by any node"
+            raise ModelError(f"{source}: output '{o.name}' is {what}, not computed by a node; remove it from the graph's "
+                             "outputs (or add an Identity node in the exporter)")
+
+
 def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Graph:
     """Check, bind shapes, infer shapes: the one way every front end ends."""
     m = onnx.ModelProto()
@@ -168,6 +199,8 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise ModelError(f"{source}: ONNX checker rejects the model: {first}") from None
+    constant_inputs_as_constants(m, source)
+    check_outputs_computed(m, source)
     check_dynamic_dims(m, source)
     check_weights_finite(m, source)
     try:
