@@ -51,6 +51,13 @@ def parse_targets(specs) -> list[str]:
     return names
 
 
+def _json(obj) -> str:
+    """Valid JSON always: a number that overflowed prints as null (compile's report says so in its warnings)."""
+    from edgeq.report import finite_copy
+
+    return json.dumps(finite_copy(obj)[0], indent=2, sort_keys=True, allow_nan=False)
+
+
 def _fail(e: EdgeqError):
     # One line, always: a newline inside the message (a file name with one) is shown escaped, as repr would.
     message = str(e).replace("\r", "\\r").replace("\n", "\\n")
@@ -250,7 +257,7 @@ def inspect(model, targets, input_shapes, as_json):
     from edgeq.inspect import inspect_model, render
 
     info = inspect_model(model, parse_targets(targets), parse_input_shapes(input_shapes))
-    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
+    click.echo(_json(info) if as_json else render(info))
 
 
 @main.command()
@@ -287,7 +294,7 @@ def profile(artifact, devices, rate, threads, runs, as_json):
 
     load_devices(devices)  # unknown device: fail before any work
     prof = profile_path(artifact, list(devices), parse_rate(rate), threads=threads, runs=runs)
-    click.echo(json.dumps(prof, indent=2, sort_keys=True) if as_json else render_profile(prof))
+    click.echo(_json(prof) if as_json else render_profile(prof))
 
 
 @main.command()
