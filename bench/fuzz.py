@@ -450,7 +450,8 @@ def gen_plan(rng, base, targets) -> Case:
     else:
         w["axis"] = int(rng.choice([9, -9, 3]))
     files = {"edited.json": None} if kind == "folder" else {"edited.json": text if text is not None else json.dumps(plan)}
-    return Case("plan", kind, _compile(rng, targets, "--plan", "edited.json"), files)
+    target = plan.get("target") if isinstance(plan.get("target"), str) and rng.random() < 0.8 else None
+    return Case("plan", kind, _compile(rng, [target] if target in targets else targets, "--plan", "edited.json"), files)
 
 
 def gen_artifact(rng, base, targets) -> Case:

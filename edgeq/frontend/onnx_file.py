@@ -157,6 +157,24 @@ def check_graph_weights_finite(graph: Graph) -> None:
                          "fix the trained parameters")
 
 
+def check_names_text(model: onnx.ModelProto, source: str) -> None:
+    """Every name is text: protobuf hands back bytes for a string field holding invalid UTF-8 (a corrupt
+    file), which would surface much later in a report or a lowering."""
+    g = model.graph
+
+    def bad(values):
+        return next((v for v in values if isinstance(v, bytes)), None)
+
+    for k, n in enumerate(g.node):
+        v = bad([n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)])
+        if v is not None:
+            raise ModelError(f"{source}: node {k} has a name that is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+    v = bad([*(i.name for i in [*g.input, *g.output, *g.value_info, *g.initializer]), g.name,
+             *(o.domain for o in model.opset_import), model.producer_name])
+    if v is not None:
+        raise ModelError(f"{source}: a tensor or graph name is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+
+
 def constant_inputs_as_constants(model: onnx.ModelProto, source: str) -> None:
     """A graph input that is also an initializer (older exporters list every weight as an input; ONNX reads
     it as a default the caller may override) becomes a plain constant, as edgeq treats it: the float
@@ -192,6 +210,7 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     """Check, bind shapes, infer shapes: the one way every front end ends."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    check_names_text(m, source)
     if input_shapes:
         bind_input_shapes(m, input_shapes, source)
     try:
@@ -199,6 +218,9 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise ModelError(f"{source}: ONNX checker rejects the model: {first}") from None
+    except UnicodeDecodeError:  # protobuf reads the bytes; a name holding invalid UTF-8 fails only when decoded
+        raise ModelError(f"{source}: a name or string in the model is not valid UTF-8 (the file is corrupt); "
+                         "export it again") from None
     constant_inputs_as_constants(m, source)
     check_outputs_computed(m, source)
     check_dynamic_dims(m, source)

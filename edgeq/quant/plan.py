@@ -164,7 +164,7 @@ class QuantPlan:
                 raise PlanError(f"{where}: granularity '{w.granularity}' is not one of {GRANULARITIES}")
             if w.bits is not None and w.scheme != "palette" and not w.scale and w.derived is None:
                 raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
-            if w.scale is not None and any(not np.isfinite(s) or s <= 0 for s in w.scale):
+            if w.scale is not None and not all(_positive_float32(s) for s in w.scale):
                 raise PlanError(f"{where}: every scale must be a positive finite number")
             if w.bits is not None and w.scheme == "palette" and not w.palette and w.derived is not None:
                 raise PlanError(f"{where}: palette weights need 'palette' (or remove 'derived' to recompute it)")
@@ -174,7 +174,7 @@ class QuantPlan:
             where = f"{source}: activation '{name}'"
             if a.bits not in (None, 8, 16):
                 raise PlanError(f"{where}: bits {a.bits!r} is not 8, 16 or null (float)")
-            if not (np.isfinite(a.scale) and a.scale > 0):
+            if not _positive_float32(a.scale):
                 raise PlanError(f"{where}: scale must be a positive finite number")
             if a.tensor != name:
                 raise PlanError(f"{where}: 'tensor' says '{a.tensor}'; an activation's key and its 'tensor' must be the same name")
@@ -313,6 +313,14 @@ def _finite(d: dict) -> dict:
         return v
 
     return walk(d, [])
+
+
+def _positive_float32(v) -> bool:
+    """A scale float32 can hold: a finite number above 0 and at most float32's largest (a huge JSON int too)."""
+    try:
+        return not isinstance(v, bool) and 0 < float(v) <= float(np.finfo(np.float32).max)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _build(cls, value: dict, where: str):

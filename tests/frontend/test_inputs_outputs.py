@@ -41,3 +41,10 @@ def test_an_output_passed_straight_through(tmp_path, small_calib):
     onnx.save(m, tmp_path / "through.onnx")
     compile_fails(tmp_path, [tmp_path / "through.onnx", "--calib", small_calib, "--target", "tflite"],
                   "output 'input' is a graph input")
+
+
+def test_a_name_that_is_not_utf8(tmp_path, small_calib):
+    data = small_cnn().SerializeToString()
+    assert data.count(b"relu1") == 1
+    (tmp_path / "bad.onnx").write_bytes(data.replace(b"relu1", b"rel\xec1"))
+    compile_fails(tmp_path, [tmp_path / "bad.onnx", "--calib", small_calib], "not valid UTF-8")

@@ -51,6 +51,8 @@ def test_written_plan_is_valid(written):
     (lambda p: next(iter(p["activations"].values())).__setitem__("zero_point", 500), "zero_point 500 is outside -128..127"),
     (lambda p: p["weights"].__setitem__("nope", dict(p["weights"]["conv1.w"], tensor="nope")), "weight 'nope'"),
     (lambda p: p["weights"]["conv1.w"].__setitem__("tensor", "nope"), "key and its 'tensor' must be the same"),
+    (lambda p: p["weights"]["conv1.w"]["scale"].__setitem__(1, 10**400), "weights.conv1.w.scale[1]: 1000000000"),
+    (lambda p: next(iter(p["activations"].values())).__setitem__("max", -(10**60)), "must be at least -3.4"),
 ])
 def test_bad_edit_names_the_json_path(tmp_path, small_model, small_calib, written, edit, match):
     edit(written)
