@@ -610,7 +610,8 @@ def main(argv=None) -> int:
         print(f"  [{r.outcome}] {r.case.cls}/{r.case.name}: edgeq {' '.join(map(repr, r.case.argv))}\n      {r.why}")
     if args.json:
         args.json.write_text(json.dumps([{"class": r.case.cls, "name": r.case.name, "argv": r.case.argv, "outcome": r.outcome,
-                                          "rc": r.rc, "seconds": round(r.seconds, 2), "why": r.why} for r in results], indent=1))
+                                          "rc": r.rc, "seconds": round(r.seconds, 2), "why": r.why,
+                                          "stderr": r.stderr.strip().splitlines()[:3]} for r in results], indent=1))
     return 1 if bad else 0
 
 
