@@ -44,6 +44,9 @@ class Artifact:
         """Point at the files' final place after the staging folder is committed."""
         self.path = Path(new_root) / Path(self.path).relative_to(old_root)
         self.files = [Path(new_root) / Path(f).relative_to(old_root) for f in self.files]
+        for k, v in self.extra.items():  # paths a target put in its facts (ort_file, tflm_manifest, ...)
+            if isinstance(v, str | Path) and Path(v).is_relative_to(old_root):
+                self.extra[k] = str(Path(new_root) / Path(v).relative_to(old_root))
 
 
 def path_bytes(path: Path) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -17,8 +18,50 @@ from edgeq.errors import EdgeqError
 TARGET_HELP = "Target to compile for (repeat, or a,b, for several). `edgeq targets` lists them."
 
 
+def _in_range(lo, hi=None, why: str = ""):
+    """A click callback refusing a number outside lo..hi (hi None: no upper end) in edgeq's one line."""
+
+    def check(ctx, param, value):
+        if value is None:
+            return value
+        if not (lo <= value and (hi is None or value <= hi)) or value != value:
+            flag = max(param.opts, key=len)
+            span = f"{lo}..{hi}" if hi is not None else f"{lo} or more"
+            raise EdgeqError(f"{flag} {value}: give {span}{f' ({why})' if why else ''}")
+        return value
+
+    return check
+
+
+def _threads(ctx, param, value):
+    from edgeq.runners import check_threads
+
+    return check_threads(value)
+
+
+def parse_targets(specs) -> list[str]:
+    """--target a,b == --target a --target b; an empty or blank name (--target '', 'ort,') is refused."""
+    from edgeq.lower import target_names
+
+    names = [t.strip() for spec in specs for t in spec.split(",")]
+    if any(not t for t in names):
+        bad = next(spec for spec in specs if not spec.strip() or any(not t.strip() for t in spec.split(",")))
+        raise EdgeqError(f"--target {bad!r}: an empty target name; choose from {', '.join(target_names())} "
+                         "(several: --target ort,tflite)")
+    return names
+
+
+def _json(obj) -> str:
+    """Valid JSON always: a number that overflowed prints as null (compile's report says so in its warnings)."""
+    from edgeq.report import finite_copy
+
+    return json.dumps(finite_copy(obj)[0], indent=2, sort_keys=True, allow_nan=False)
+
+
 def _fail(e: EdgeqError):
-    click.echo(f"edgeq: error: {e}", err=True)
+    # One line, always: a newline inside the message (a file name with one) is shown escaped, as repr would.
+    message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+    click.echo(f"edgeq: error: {message}", err=True)
     sys.exit(2)
 
 
@@ -26,6 +69,9 @@ class EdgeqGroup(click.Group):
     """User mistakes print one line and exit 2; only bugs show a traceback."""
 
     def invoke(self, ctx):
+        # Libraries' Python warnings (numpy overflow while folding, deprecations) are not for the user:
+        # what matters reaches the report's warnings, and an error stays one line.
+        warnings.simplefilter("ignore")
         try:
             return super().invoke(ctx)
         except EdgeqError as e:
@@ -67,7 +113,7 @@ def _quant_options(f):
         click.option("--act-bits", default=None, metavar="8|16|auto",
                      help="Activation bits (static mode). auto (default): int8, widened to int16 or float only where measured sensitivity needs it."),
         click.option("--codebook", type=click.Choice(["kmeans", "nf4"]), default=None, help="Palette codebook (--scheme palette)."),
-        click.option("--block-size", type=int, default=None, help="Block size for per_block (or channels per palette group)."),
+        click.option("--block-size", type=int, default=None, callback=_in_range(1, 1 << 20), help="Block size for per_block (or channels per palette group)."),
         click.option("--granularity", type=click.Choice(["per_tensor", "per_channel", "per_block"]), default=None,
                      help="Weight scale granularity (default per_channel)."),
         click.option("--scheme", type=click.Choice(["symmetric", "asymmetric", "palette"]), default=None,
@@ -85,9 +131,9 @@ def _quant_options(f):
                      help="Metric for --max-drop: FUNCTION(outputs, labels) -> float, higher is better."),
         click.option("--max-drop", default=None, metavar="PCT", help="Smallest plan whose metric drops at most this much, e.g. 1%."),
         click.option("--size-budget", default=None, metavar="SIZE", help="Weights + params budget, e.g. 300KB."),
-        click.option("--avg-bits", type=float, default=None, help="Average weight bits; bits per layer by sensitivity."),
-        click.option("--weight-bits", type=int, default=None, help="Bits for every weight when no budget is given (default 8)."),
-        click.option("--max-bits", type=int, default=None,
+        click.option("--avg-bits", type=float, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"), help="Average weight bits; bits per layer by sensitivity."),
+        click.option("--weight-bits", type=int, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"), help="Bits for every weight when no budget is given (default 8)."),
+        click.option("--max-bits", type=int, default=None, callback=_in_range(2, 8, "weights take 2..8 bits"),
                      help="Highest weight bits to use (7 avoids int8 saturation in ORT's kernels on x86 without VNNI)."),
     ]
     for o in opts:
@@ -120,8 +166,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
     from edgeq.frontend import parse_input_shapes
     from edgeq.pipeline import Options
 
-    targets = [t.strip() for spec in targets for t in spec.split(",") if t.strip()]  # --target a,b == --target a --target b
-    return Options(targets=targets or ["ort"], calib=calib, val=val, out=Path(out),
+    return Options(targets=parse_targets(targets) or ["ort"], calib=calib, val=val, out=Path(out),
                    input_shapes=parse_input_shapes(input_shapes), seed=seed, **kw)
 
 
@@ -130,9 +175,10 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--target", "-t", "targets", multiple=True, default=["ort"], show_default=True, help=TARGET_HELP)
 @_data_options
 @click.option("--plan", type=click.Path(), default=None, help="Apply this plan.json exactly instead of calibrating a new one.")
+@click.option("--force", is_flag=True, help="Apply --plan even if it was made for another model (sha256) or target.")
 @click.option("--out", "-o", default="out", show_default=True, help="Output folder (written only when everything succeeds).")
 @_model_options
-@click.option("--threads", default=1, show_default=True, help="Threads for the runtimes when verifying and timing.")
+@click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the runtimes when verifying and timing.")
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
 @click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
@@ -157,7 +203,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
-def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
+def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -166,15 +212,15 @@ def compile(model, targets, calib, val, plan, out, input_shapes, threads, no_ort
     """
     from edgeq.pipeline import run_compile
     from edgeq.profile import parse_rate
-    from edgeq.report import table
+    from edgeq.report import relative_paths, table
 
     quant = _pop_quant(target_kw)
     profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
-    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, threads=threads,
+    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
                     ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
                     target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
     report = run_compile(model, opts)
-    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else table(report))
+    click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True) if as_json else table(report))
 
 
 @main.command()
@@ -212,8 +258,8 @@ def inspect(model, targets, input_shapes, as_json):
     from edgeq.frontend import parse_input_shapes
     from edgeq.inspect import inspect_model, render
 
-    info = inspect_model(model, list(targets), parse_input_shapes(input_shapes))
-    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
+    info = inspect_model(model, parse_targets(targets), parse_input_shapes(input_shapes))
+    click.echo(_json(info) if as_json else render(info))
 
 
 @main.command()
@@ -236,8 +282,8 @@ def targets(as_json):
 @click.argument("artifact", type=click.Path())
 @click.option("--device", "devices", multiple=True, metavar="NAME", help="Device to estimate on (repeat; `edgeq devices` lists them).")
 @click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
-@click.option("--threads", default=1, show_default=True, help="Threads for the host runtime when timing.")
-@click.option("--runs", default=50, show_default=True, help="Timed runs on the host (after warm-up).")
+@click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the host runtime when timing.")
+@click.option("--runs", default=50, show_default=True, callback=_in_range(1, 1_000_000), help="Timed runs on the host (after warm-up).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def profile(artifact, devices, rate, threads, runs, as_json):
     """Size, host latency (measured) and per-device latency, energy, battery, memory (estimated).
@@ -250,7 +296,7 @@ def profile(artifact, devices, rate, threads, runs, as_json):
 
     load_devices(devices)  # unknown device: fail before any work
     prof = profile_path(artifact, list(devices), parse_rate(rate), threads=threads, runs=runs)
-    click.echo(json.dumps(prof, indent=2, sort_keys=True) if as_json else render_profile(prof))
+    click.echo(_json(prof) if as_json else render_profile(prof))
 
 
 @main.command()

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgeq.errors import EdgeqError
+
 
 def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
@@ -38,6 +40,38 @@ def dumps_json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def check_out_dir(out, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written, before any work: an existing regular file,
+    a path under a file, a folder this process cannot create files in (read-only, /proc, no permission).
+
+    Nothing is created: the nearest existing ancestor is probed with a temporary folder removed at once.
+    """
+    out = Path(out)
+    shown = repr(str(out)) if "\n" in str(out) or "\r" in str(out) else f"'{out}'"
+    try:
+        resolved = out.resolve()
+    except (OSError, RuntimeError) as e:
+        raise EdgeqError(f"{flag} {shown}: cannot resolve the path ({type(e).__name__}); pass a writable folder") from None
+    if any(len(part.encode()) > 255 for part in resolved.parts) or len(str(resolved).encode()) > 4000:
+        raise EdgeqError(f"{flag} {shown}: a name in the path is longer than file systems allow; pass a shorter folder path")
+    try:
+        if resolved.exists() and not resolved.is_dir():
+            raise EdgeqError(f"{flag} {shown}: is an existing file, not a folder; pass a folder path (created if missing)")
+        probe_at = resolved
+        while not probe_at.exists():
+            probe_at = probe_at.parent
+    except OSError as e:
+        raise EdgeqError(f"{flag} {shown}: cannot use the path ({e.strerror or type(e).__name__}); pass a writable folder") from None
+    if not probe_at.is_dir():
+        raise EdgeqError(f"{flag} {shown}: '{probe_at}' is a file, so no folder can be made under it; pass a folder path")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe_at, prefix=".edgeq-probe."))
+    except OSError as e:
+        raise EdgeqError(f"{flag} {shown}: cannot write in '{probe_at}' ({e.strerror or type(e).__name__}); "
+                         "pass a folder you can write to") from None
+    return resolved
+
+
 class StagingDir:
     """Collects a run's outputs in a hidden folder beside `out`, then moves them in.
 
@@ -46,7 +80,8 @@ class StagingDir:
     """
 
     def __init__(self, out: Path):
-        self.out = Path(out).resolve()
+        self.out = check_out_dir(out)
+        self.created = [p for p in (self.out.parent, *self.out.parent.parents) if not p.exists()]  # removed on failure
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.staging."))
 
@@ -54,9 +89,24 @@ class StagingDir:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
+        try:
+            if exc_type is None:
+                self.commit()
+        except BaseException:
+            self._remove_created()
+            raise
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+        if exc_type is not None:
+            self._remove_created()
+
+    def _remove_created(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        for p in self.created:  # innermost first; only folders this run made and left empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
     def commit(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)

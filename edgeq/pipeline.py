@@ -11,8 +11,9 @@ from pathlib import Path
 
 from edgeq import __version__
 from edgeq.errors import CalibrationError, EdgeqError
-from edgeq.fileio import StagingDir, write_text
+from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import check_leading_dim_is_batch, load
+from edgeq.frontend.onnx_file import check_graph_weights_finite
 from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, get_target, target_data
@@ -29,9 +30,9 @@ from edgeq.quant.plan import QuantPlan
 from edgeq.quant.quality import data_warnings
 from edgeq.quant.simulate import plan_graph
 from edgeq.quant.size import predicted_bytes
-from edgeq.report import write_report
+from edgeq.report import finite_copy, write_report
 from edgeq.report.html import write_html
-from edgeq.runners import OrtRunner, batch_size_for, check_runnable, make_runner, run_batches
+from edgeq.runners import OrtRunner, batch_size_for, check_runnable, check_threads, make_runner, run_batches
 from edgeq.verify import compare, quality_warnings
 from edgeq.verify.cross import first
 
@@ -54,11 +55,14 @@ class Options:
     quant: object = None  # edgeq.quant.mixed.QuantOptions (bits, budgets, rounding); None = uniform int8
     devices: list[str] = field(default_factory=list)  # device profiles to estimate on (targets/devices/*.toml)
     rate: float = 30.0  # inferences per second, for battery per hour
+    force: bool = False  # apply --plan even if it was made for another model or target
 
 
 def model_stem(model) -> str:
+    """The name every artifact of this model starts with: the file name without its last suffix
+    (a.b_v2.0.onnx -> a.b_v2.0), so models that differ after a dot do not overwrite each other."""
     if isinstance(model, str | Path):
-        return Path(model).name.split(".")[0]
+        return Path(model).stem or Path(model).name
     return type(model).__name__.lower()
 
 
@@ -78,6 +82,7 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
     if opts.calib is None and opts.plan is None:
         raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
+    check_graph_weights_finite(graph)  # what folding produced, before any number is derived from it
     facts: dict = {"warnings": []}
     calib = load_dataset(opts.calib, graph, "--calib", opts.seed) if opts.calib is not None else None
     val = load_dataset(opts.val, graph, "--val", opts.seed) if opts.val is not None else None
@@ -95,6 +100,7 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     opts = act.opts
     if opts.plan is not None:
         plan = QuantPlan.load(Path(opts.plan))
+        plan.check_made_for(graph, opts.targets, str(opts.plan), force=opts.force)
         plan.check_against(graph, str(opts.plan))
         for t in refresh_plan(graph, plan):  # edited layers get parameters for their new settings
             facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest)")
@@ -142,6 +148,8 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 
 
 def run_compile(model, opts: Options) -> dict:
+    check_out_dir(opts.out)  # an output path that cannot be written: fail before any work
+    check_threads(opts.threads)
     modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
@@ -180,9 +188,10 @@ def run_compile(model, opts: Options) -> dict:
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
                                                       getattr(runner, "load_seconds", None), opts.threads)
-        report = build_report(graph, plan, calib, val, facts, entries, model)
+        report, non_finite = finite_copy(build_report(graph, plan, calib, val, facts, entries, model))
+        report["warnings"] += non_finite
         write_text(staging.path / "plan.json", plan.to_json())
-        write_report(report, staging.path)
+        write_report(report, staging.path, root=opts.out.resolve())  # paths relative to the output folder
         write_html(report, staging.path)
     return report
 
@@ -249,6 +258,7 @@ def build_report(graph, plan, calib, val, facts, entries, model) -> dict:
 
 def write_plan(model, opts: Options) -> QuantPlan:
     """`edgeq plan`: everything up to the plan, written as plan.json."""
+    check_out_dir(opts.out)
     for t in opts.targets:
         get_target(t)
     graph = prepare(model, opts)

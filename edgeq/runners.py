@@ -21,9 +21,58 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgeq.errors import ModelError
+from edgeq.errors import EdgeqError, ModelError
 
 RUNNERS: dict[str, Callable] = {}
+
+# onnxruntime's own logger prints "[E:onnxruntime:...]" lines before the exception edgeq turns into its
+# one-line error; only fatal ones are left (the session options below say the same per session).
+ort.set_default_logger_severity(4)
+THREADS_PER_CORE = 4
+
+
+class captured_stderr:
+    """Capture what native code writes to file descriptor 2 (LiteRT's "INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU.", TFLite Micro's reports) while the block runs; `.text` holds it afterwards. An error
+    then reaches the user as edgeq's one line, never after a runtime's log lines."""
+
+    def __enter__(self) -> captured_stderr:
+        import os
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self.text = ""
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ctypes
+        import os
+
+        try:
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers, before fd 2 goes back
+        except (OSError, AttributeError):
+            pass
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+
+
+def check_threads(threads, flag: str = "--threads") -> int:
+    """A thread count a runtime can take: at least 1, at most 4 per core of this machine (beyond
+    that the runtimes only add memory and contention; onnxruntime allocates per thread)."""
+    import os
+
+    cap = (os.cpu_count() or 1) * THREADS_PER_CORE
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or not 1 <= threads <= cap:
+        raise EdgeqError(f"{flag} {threads}: give 1..{cap} ({THREADS_PER_CORE} per core of this machine's {os.cpu_count()} "
+                         "cores; more threads only add memory and contention)")
+    return int(threads)
 
 
 def register_runner(target: str):
@@ -71,9 +120,9 @@ def _has_function_body(node, opset: int) -> bool:
 def ort_session(model, threads: int = 1, optimize: bool | str = True, source: str = "model", optimized_path: str | None = None,
                 extra_config: dict | None = None) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = check_threads(threads)
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the user as edgeq's one line (the exception), not as ORT's log
     # optimize: True (all), False (none) or "basic" (constant folding and node eliminations only:
     # results identical to none, measured on the fake-quant simulator; fusions change rounding)
     levels = {True: ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -145,4 +194,4 @@ def make_runner(artifact, threads: int = 1):
     """A runner for an artifact on its own runtime (registered by its target)."""
     if artifact.target not in RUNNERS:
         raise ModelError(f"no runtime registered for target '{artifact.target}'")
-    return RUNNERS[artifact.target](artifact, threads)
+    return RUNNERS[artifact.target](artifact, check_threads(threads))

@@ -41,7 +41,7 @@ def get_target(name: str):
     try:
         return importlib.import_module(TARGET_MODULES[name])
     except ImportError as e:
-        raise EdgeqError(f"target '{name}' needs the package '{e.name}'; install it with pip install {e.name}") from None
+        raise EdgeqError(f"target '{name}' needs the package '{e.name}'; install it with pip install 'edgeq[{name}]'") from None
 
 
 # Shape arithmetic a target without dynamic shapes can only take once it folds to constants.

@@ -61,7 +61,13 @@ def parse_rate(text) -> float:
     value = float(m.group(1)) / {"s": 1, "sec": 1, None: 1, "min": 60, "h": 3600, "hour": 3600}[m.group(2)]
     if value <= 0:
         raise EdgeqError(f"--rate '{text}': the rate must be above 0 inferences per second")
+    if not value <= MAX_RATE:  # also inf (1e999)
+        raise EdgeqError(f"--rate '{text}': the rate must be at most {MAX_RATE:.0e} inferences per second "
+                         "(no device runs a model faster); e.g. 30/s")
     return value
+
+
+MAX_RATE = 1e6
 
 
 def _r(x: float | None, nd: int = 6):

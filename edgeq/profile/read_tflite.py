@@ -15,6 +15,7 @@ from edgeq.artifact import Artifact, IOSpec
 from edgeq.errors import ModelError
 from edgeq.profile.cost import OpCost
 from edgeq.profile.read import ReadArtifact
+from edgeq.runners import captured_stderr
 
 VIEWS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
@@ -27,8 +28,9 @@ def _interpreter(path: Path):
     except ImportError:
         raise ModelError(f"{path}: profiling .tflite needs ai-edge-litert (pip install ai-edge-litert)") from None
     try:
-        interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interp.allocate_tensors()
+        with captured_stderr():
+            interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interp.allocate_tensors()
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelError(f"{path}: not a readable TFLite model ({reason}); re-run `edgeq compile` to rewrite it") from None

@@ -6,10 +6,11 @@ method from observers.py then reduces each sample to a (min, max) range (`observ
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from edgeq.errors import CalibrationError
-from edgeq.graph import Graph
+from edgeq.graph import Graph, node_name
 from edgeq.quant.observers import CALIB_METHODS, MinMaxObserver, ValueSample, choose_range
 from edgeq.runners import OrtRunner, batch_size_for
 
@@ -45,10 +46,21 @@ def collect(graph: Graph, dataset, progress=None, names: list[str] | None = None
     for feeds in dataset.batches(batch_size_for(graph)):
         outs = runner.run(feeds)
         for n in names:
-            samples[n].update(feeds[n] if n in feeds else outs[n])
+            value = feeds[n] if n in feeds else outs[n]
+            if not np.isfinite(value).all():
+                raise CalibrationError(_non_finite(graph, n, value))
+            samples[n].update(value)
         if progress:
             progress(len(next(iter(feeds.values()))))
     return samples
+
+
+def _non_finite(graph: Graph, name: str, value) -> str:
+    what = "NaN" if np.isnan(value).any() else "inf"
+    node = graph.producer.get(name)
+    where = f"output of node '{node_name(node)}' ({node.op_type})" if node is not None else "a graph input"
+    return (f"{graph.source}: tensor '{name}' ({where}) becomes {what} on the calibration data: the float model "
+            "overflows float32 there; check the weights feeding it and the scale of the data")
 
 
 def ranges_from(samples: dict[str, ValueSample], method: str = "minmax", bits: int = 8) -> dict[str, tuple[float, float, str]]:

@@ -73,6 +73,7 @@ def load_dataset(spec, graph: Graph, what: str = "--calib", seed: int = 0, rando
     if len(ds) % ds.unit:
         raise CalibrationError(f"{what} {ds.source}: {len(ds)} rows; the model takes {ds.unit} rows per inference "
                                f"(its inputs' leading dim), so pass a multiple of {ds.unit}")
+    check_labels(ds, graph, what)
     return ds
 
 
@@ -80,6 +81,37 @@ def rows_per_inference(inputs: list[TensorSpec]) -> int:
     """A fixed leading dim above 1 (all inputs alike) is one inference's rows; else one row each."""
     dims = {s.shape[0] for s in inputs if s.shape}
     return int(dims.pop()) if len(dims) == 1 and all(isinstance(d, int) and d > 1 for d in dims) else 1
+
+
+def class_count(graph: Graph) -> int | None:
+    """Classes of the first output that looks like scores ([N, C] or [N, C, 1, 1], C > 1), else None."""
+    for spec in graph.outputs:
+        dims = list(spec.shape[1:])
+        if dims and all(isinstance(d, int) for d in dims) and all(d == 1 for d in dims[1:]) and dims[0] > 1:
+            return dims[0]
+    return None
+
+
+def check_labels(ds: Dataset, graph: Graph, what: str) -> None:
+    """Labels are class indices: integers (or integral floats) in 0..C-1 for the model's score output."""
+    if ds.labels is None:
+        return
+    labels = ds.labels
+    where = f"{what} {ds.source}: 'labels'"
+    if labels.dtype.kind not in "biuf":
+        raise CalibrationError(f"{where} is a {labels.dtype} array; labels are integer class indices")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise CalibrationError(f"{where} holds NaN/inf; labels are integer class indices")
+        if not np.all(labels == np.round(labels)):
+            raise CalibrationError(f"{where} holds non-integer values (e.g. {labels[labels != np.round(labels)][0]}); "
+                                   "labels are integer class indices")
+    n = class_count(graph)
+    lo, hi = (labels.min(), labels.max()) if labels.size else (0, 0)
+    if lo < 0 or (n is not None and hi >= n):
+        span = f"0..{n - 1} (the output has {n} classes)" if n is not None else "0 or more"
+        raise CalibrationError(f"{where} holds {lo if lo < 0 else hi}; labels are class indices {span}")
+    ds.labels = labels.astype(np.int64)
 
 
 def random_dataset(inputs: list[TensorSpec], n: int, seed: int) -> Dataset:
@@ -123,22 +155,39 @@ def _load_path(path: Path, inputs: list[TensorSpec], what: str) -> Dataset:
         return Dataset({inputs[0].name: stacked}, _labels(labels), str(path))
     if path.suffix != ".npz":
         raise CalibrationError(f"{what} {path}: expected an .npz file or a folder of .npy files")
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise CalibrationError(f"{what} {path}: cannot read ({e}); save it with np.savez of plain numeric arrays") from None
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError:  # an object array: reading it would unpickle
+                    arrays[k] = None
+                _check_member(arrays[k], k, path, what)
+    except CalibrationError:
+        raise
     except Exception as e:
         raise CalibrationError(f"{what} {path}: not a readable .npz ({type(e).__name__}); save it with np.savez") from None
     labels = arrays.pop("labels", None)
     return Dataset(_name_arrays(arrays, inputs, str(path), what), _labels(labels), str(path))
 
 
+def _check_member(value, name: str, path: Path, what: str) -> None:
+    """Every member of user data is a plain numeric (or bool) array: no objects, strings, raw bytes."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return
+    kind = (f"a {value.dtype} array" if isinstance(value, np.ndarray)
+            else "an object array" if value is None else f"not an array ({type(value).__name__})")
+    raise CalibrationError(f"{what} {path}: member '{name}' is {kind}; keep only numeric arrays (np.savez(file, input=..., labels=...))")
+
+
 def _np_load(f: Path, what: str) -> np.ndarray:
     try:
-        return np.load(f, allow_pickle=False)
+        value = np.load(f, allow_pickle=False)
     except Exception as e:
         raise CalibrationError(f"{what} {f}: not a readable .npy ({type(e).__name__}); save it with np.save") from None
+    _check_member(value, f.stem, f, what)
+    return value
 
 
 def _name_arrays(arrays: dict, inputs: list[TensorSpec], source: str, what: str) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.errors import PlanError
+
 # Smallest scale we emit: keeps an all-zero tensor representable without dividing by 0.
 MIN_SCALE = float(np.finfo(np.float32).tiny) * 1e6
 
@@ -34,6 +36,9 @@ def symmetric_params(absmax: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
 
 def affine_params(lo: float, hi: float, bits: int, signed: bool = True) -> tuple[float, int]:
     """Asymmetric per-tensor parameters for a range that is widened to include 0 (so 0 is exact)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise PlanError(f"an activation range [{lo}, {hi}] is not finite; the float model overflows on the "
+                        "calibration data or the plan holds a non-finite min/max")
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     qmin, qmax = qrange(bits, signed)
     scale = float(np.float32(max((hi - lo) / (qmax - qmin), MIN_SCALE)))

@@ -54,6 +54,14 @@ class QuantOptions:
     use_cache: bool = True
     max_bits: int | None = None  # e.g. 7 for ORT on x86 without VNNI (8-bit weights saturate its kernels)
 
+    def __post_init__(self):
+        """Numbers outside their meaning are refused here, for the CLI and the Python API alike."""
+        for flag, value in (("--weight-bits", self.bits), ("--max-bits", self.max_bits), ("--avg-bits", self.avg_bits)):
+            if value is not None and (isinstance(value, bool) or not 2 <= value <= 8):  # also NaN
+                raise PlanError(f"{flag} {value}: give 2..8 (weights take 2..8 bits)")
+        if self.block_size is not None and (isinstance(self.block_size, bool) or not self.block_size >= 1):
+            raise PlanError(f"--block-size {self.block_size}: give 1 or more")
+
     def is_default(self) -> bool:
         """The uniform recipe (any activation width choice): no budget, no overrides, no rounding."""
         import dataclasses

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +101,7 @@ class QuantPlan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["version"] = PLAN_VERSION
-        return d
+        return _finite(d)
 
     def to_json(self) -> str:
         return dumps_json(self.to_dict())
@@ -111,6 +113,7 @@ class QuantPlan:
     def from_dict(cls, d: dict, source: str = "plan") -> QuantPlan:
         if not isinstance(d, dict) or d.get("version") != PLAN_VERSION:
             raise PlanError(f"{source}: not an edgeq plan (version {PLAN_VERSION}); write one with `edgeq plan MODEL`")
+        check_schema(d, source)
         try:
             weights = {k: _build(WeightPlan, v, f"{source}: weights['{k}']") for k, v in d.get("weights", {}).items()}
             acts = {k: _build(ActivationPlan, v, f"{source}: activations['{k}']") for k, v in d.get("activations", {}).items()}
@@ -124,17 +127,35 @@ class QuantPlan:
     @classmethod
     def load(cls, path: Path) -> QuantPlan:
         path = Path(path)
+        if path.is_dir():
+            raise PlanError(f"{path}: is a folder; pass the plan file itself (e.g. {path / 'plan.json'})")
         try:
+            if path.stat().st_size > MAX_PLAN_BYTES:
+                raise PlanError(f"{path}: {path.stat().st_size:,} bytes is not a plan (at most {MAX_PLAN_BYTES >> 20} MiB); "
+                                "pass the plan.json `edgeq plan` wrote")
             d = json.loads(path.read_text())
         except FileNotFoundError:
             raise PlanError(f"{path}: no such plan file; write one with `edgeq plan MODEL --out DIR`") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PlanError(f"{path}: not valid JSON ({e}); fix the edit or regenerate it with `edgeq plan MODEL`") from None
+        except RecursionError:
+            raise PlanError(f"{path}: JSON nested too deeply to be a plan; regenerate it with `edgeq plan MODEL`") from None
+        except OSError as e:
+            raise PlanError(f"{path}: cannot read the plan ({e.strerror or type(e).__name__})") from None
         return cls.from_dict(d, str(path))
 
     def validate(self, source: str = "plan") -> None:
+        from edgeq.quant.weights import needs_derive
+
         for name, w in self.weights.items():
             where = f"{source}: weight '{name}' (node '{w.node}')"
+            if w.tensor != name:
+                raise PlanError(f"{where}: 'tensor' says '{w.tensor}'; a weight's key and its 'tensor' must be the same name")
+            rank = len(w.shape)
+            if w.axis is not None and not -rank <= w.axis < max(rank, 1):
+                raise PlanError(f"{where}: axis {w.axis} is outside the weight's {rank} dims {w.shape}")
+            if w.derived is None or not needs_derive(w):  # an edited weight gets new parameters (refresh_plan)
+                _check_layout(w, where)
             if w.bits is not None and not (isinstance(w.bits, int) and 2 <= w.bits <= 8):
                 raise PlanError(f"{where}: bits {w.bits!r} is not 2..8 or null (float)")
             if w.scheme not in SCHEMES:
@@ -143,7 +164,7 @@ class QuantPlan:
                 raise PlanError(f"{where}: granularity '{w.granularity}' is not one of {GRANULARITIES}")
             if w.bits is not None and w.scheme != "palette" and not w.scale and w.derived is None:
                 raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
-            if w.scale is not None and any(not np.isfinite(s) or s <= 0 for s in w.scale):
+            if w.scale is not None and not all(_positive_float32(s) for s in w.scale):
                 raise PlanError(f"{where}: every scale must be a positive finite number")
             if w.bits is not None and w.scheme == "palette" and not w.palette and w.derived is not None:
                 raise PlanError(f"{where}: palette weights need 'palette' (or remove 'derived' to recompute it)")
@@ -153,8 +174,27 @@ class QuantPlan:
             where = f"{source}: activation '{name}'"
             if a.bits not in (None, 8, 16):
                 raise PlanError(f"{where}: bits {a.bits!r} is not 8, 16 or null (float)")
-            if not (np.isfinite(a.scale) and a.scale > 0):
+            if not _positive_float32(a.scale):
                 raise PlanError(f"{where}: scale must be a positive finite number")
+            if a.tensor != name:
+                raise PlanError(f"{where}: 'tensor' says '{a.tensor}'; an activation's key and its 'tensor' must be the same name")
+            if a.bits is not None:
+                lo, hi = (-(2 ** (a.bits - 1)), 2 ** (a.bits - 1) - 1) if a.signed else (0, 2**a.bits - 1)
+                if not lo <= a.zero_point <= hi:
+                    raise PlanError(f"{where}: zero_point {a.zero_point} is outside {lo}..{hi} "
+                                    f"({'signed' if a.signed else 'unsigned'} {a.bits}-bit)")
+
+    def check_made_for(self, graph, targets: list[str], source: str = "plan", force: bool = False) -> None:
+        """A plan applies to the model and target it was made for; --force (force=True) applies it anyway."""
+        if force:
+            return
+        if self.model_sha256 and self.model_sha256 != graph.sha256():
+            raise PlanError(f"{source}: made for another model (model_sha256 {self.model_sha256[:12]}..., this model "
+                            f"{graph.sha256()[:12]}...; the same --input-shape matters); write a plan for this model "
+                            "with `edgeq plan`, or pass --force to apply it anyway")
+        if self.target is not None and list(targets) != [self.target]:
+            raise PlanError(f"{source}: made for target '{self.target}', compiling for {', '.join(targets)}; write one with "
+                            f"`edgeq plan MODEL --target {targets[0]}`, or pass --force to apply it anyway")
 
     def check_against(self, graph, source: str = "plan") -> None:
         """The plan must name only tensors the (normalized) model has."""
@@ -165,9 +205,122 @@ class QuantPlan:
             if list(graph.initializer(name).shape) != list(w.shape):
                 raise PlanError(f"{source}: weight '{name}' has shape {list(graph.initializer(name).shape)} in the model, {w.shape} in the plan")
         known = set(graph.specs) | {i.name for i in graph.inputs}
-        for name in self.activations:
+        for name, a in self.activations.items():
             if name not in known:
                 raise PlanError(f"{source}: activation '{name}' is not a tensor of the model; was the plan made for another model?")
+            if a.shared_with is not None and a.shared_with not in self.activations:
+                raise PlanError(f"{source}: activation '{name}': shared_with '{a.shared_with}' is not an activation of the plan")
+        tensors = inits | known | set(graph.producer)
+        for name, w in self.weights.items():
+            for key in ("bias", "input"):
+                ref = getattr(w, key)
+                if ref is not None and ref not in tensors:
+                    raise PlanError(f"{source}: weight '{name}': {key} '{ref}' is not a tensor of the model")
+
+
+MAX_PLAN_BYTES = 256 << 20  # a plan holds scales, not weights (GPTQ tensors included, far below this)
+
+
+@cache
+def plan_schema() -> dict:
+    """The JSON Schema of plan.json (edgeq/quant/plan_schema.json, shipped in the wheel)."""
+    return json.loads(resources.files("edgeq.quant").joinpath("plan_schema.json").read_text())
+
+
+def check_schema(d: dict, source: str) -> None:
+    """Validate against the schema; the error names the JSON path (weights.conv1.scale[3]: expected a number)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    in_order = sorted(validator.iter_errors(d), key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in e.absolute_path])
+    error = jsonschema.exceptions.best_match(in_order)
+    if error is not None:  # of equally relevant errors, the first in document order
+        error = next(e for e in in_order if len(e.absolute_path) == len(error.absolute_path) and e.validator == error.validator)
+    if error is None:
+        return
+    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(error.absolute_path))
+    raise PlanError(f"{source}: {path or 'top level'}: {_schema_message(error)}; fix the edit or regenerate it with `edgeq plan MODEL`")
+
+
+_TYPE_NAMES = {"number": "a number", "integer": "an integer", "string": "a string", "array": "a list", "object": "an object",
+               "null": "null", "boolean": "true or false"}
+
+
+def _schema_message(error) -> str:
+    v = error.validator
+    if v == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return "expected " + " or ".join(_TYPE_NAMES.get(t, t) for t in types) + f", got {_short(error.instance)}"
+    if v in ("enum", "const"):
+        allowed = error.validator_value if v == "enum" else [error.validator_value]
+        return f"{_short(error.instance)} is not one of {', '.join(json.dumps(a) for a in allowed)}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "above", "exclusiveMaximum": "below"}[v]
+        return f"{_short(error.instance)} must be {word} {error.validator_value}"
+    if v == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown key(s) {extra}; allowed: {sorted(error.schema.get('properties', {}))}"
+    return error.message[:200]
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float | int) or isinstance(value, bool) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_layout(w: WeightPlan, where: str) -> None:
+    """axis within the shape, as many scales / zero points as the granularity needs, zero points on the grid."""
+    rank = len(w.shape)
+    if w.bits is None or w.scheme == "palette" or w.scale is None:
+        return
+    axis = (w.axis or 0) % max(rank, 1)
+    if w.granularity == "per_tensor" or w.axis is None:
+        want = 1
+    elif w.granularity == "per_channel":
+        want = w.shape[axis] if rank else 1
+    else:
+        blocks = -(-w.shape[axis] // w.block_size) if rank and w.block_size else 1
+        want = int(np.prod(w.shape)) // max(w.shape[axis], 1) * blocks if rank else 1
+    if len(w.scale) != want:
+        raise PlanError(f"{where}: {len(w.scale)} scale(s); {w.granularity} on axis {w.axis} of shape {w.shape} needs {want}")
+    if w.zero_point is not None:
+        if len(w.zero_point) != want:
+            raise PlanError(f"{where}: {len(w.zero_point)} zero point(s) for {want} scale(s)")
+        lo, hi = -(2 ** (w.bits - 1)), 2 ** (w.bits - 1) - 1
+        bad = [z for z in w.zero_point if not lo <= z <= hi]
+        if bad:
+            raise PlanError(f"{where}: zero_point {bad[0]} is outside {lo}..{hi} (signed {w.bits}-bit)")
+
+
+TENSOR_SECTIONS = {"weights": "weight", "activations": "activation", "tensors": "tensor"}
+
+
+def _finite(d: dict) -> dict:
+    """Non-finite numbers never reach JSON: in a weight's or activation's parameters they are an error
+    naming the tensor; in the plan's metrics (predicted, budget, calibration) they become null."""
+
+    def walk(v, path: list):
+        if isinstance(v, dict):
+            return {k: walk(x, [*path, k]) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x, [*path, i]) for i, x in enumerate(v)]
+        if isinstance(v, float | np.floating) and not np.isfinite(v):
+            if path and path[0] in TENSOR_SECTIONS and len(path) > 2:
+                field_path = str(path[2]) + "".join(f"[{p}]" for p in path[3:])
+                raise PlanError(f"{TENSOR_SECTIONS[path[0]]} '{path[1]}': {field_path} is {v}; the model's weights or the "
+                                "calibration data overflow float32 there; fix the weights or the data's scale")
+            return None
+        return v
+
+    return walk(d, [])
+
+
+def _positive_float32(v) -> bool:
+    """A scale float32 can hold: a finite number above 0 and at most float32's largest (a huge JSON int too)."""
+    try:
+        return not isinstance(v, bool) and 0 < float(v) <= float(np.finfo(np.float32).max)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _build(cls, value: dict, where: str):

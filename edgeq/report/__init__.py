@@ -4,14 +4,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgeq.fileio import dumps_json, write_text
 from edgeq.profile.text import device_lines
 
 
-def write_report(report: dict, out_dir: Path) -> Path:
+def write_report(report: dict, out_dir: Path, root: Path | None = None) -> Path:
+    """report.json in out_dir; with root (the output folder the files end up in), every artifact path
+    in it is written relative to root, so the folder can be moved and a build script joins it with its own path."""
     path = Path(out_dir) / "report.json"
+    report, _ = finite_copy(relative_paths(report, root) if root is not None else report)  # run_compile warned
     write_text(path, dumps_json(report))
     return path
+
+
+def finite_copy(report):
+    """A copy of report with every NaN/inf replaced by None, and one warning per replaced number (at most
+    ten, then a count). A metric that overflowed (values near float32's limit) is written as null rather
+    than breaking the JSON."""
+    import math
+
+    replaced: list[str] = []
+
+    def walk(v, path: str):
+        if isinstance(v, dict):
+            return {k: walk(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, float | np.floating) and not math.isfinite(v):
+            replaced.append(f"{path} was {v}")
+            return None
+        return v
+
+    clean = walk(report, "")
+    warnings = [f"report: {p}, written as null (the value overflowed float32)" for p in replaced[:10]]
+    if len(replaced) > 10:
+        warnings.append(f"report: {len(replaced) - 10} more non-finite numbers written as null")
+    return clean, warnings
+
+
+def relative_paths(report: dict, root: Path) -> dict:
+    """A copy of report whose per-target paths under root (artifact, files, ort_file, tflm_manifest,
+    plan_file, ...) are relative to root, in POSIX form."""
+    root = Path(root)
+
+    def rel(v):
+        if isinstance(v, dict):
+            return {k: rel(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rel(x) for x in v]
+        if isinstance(v, str) and v.startswith(str(root)) and Path(v).is_relative_to(root):
+            return Path(v).relative_to(root).as_posix()
+        return v
+
+    return {**report, "targets": rel(report.get("targets", []))}
 
 
 def _kib(n) -> str:

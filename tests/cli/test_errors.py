@@ -136,3 +136,40 @@ def test_comma_separated_targets(tmp_path, small_model, small_calib):
                                        "--act-bits", "8", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     assert (out / "small.tflite").exists() and (out / "small.mlpackage").is_dir()
+
+
+def _no_staging_anywhere(root):
+    return [p for p in root.rglob("*") if ".staging." in p.name or p.name.startswith(".edgeq-probe.")]
+
+
+@pytest.mark.parametrize("kind", ["file", "under_file", "proc", "long"])
+def test_unusable_output_path_fails_before_loading(tmp_path, small_calib, kind):
+    """-o naming a file, a path under a file, or an unwritable place: one line before the model is even read."""
+    (tmp_path / "taken").write_text("mine")
+    out = {"file": tmp_path / "taken", "under_file": tmp_path / "taken" / "sub", "proc": "/proc/edgeq_out",
+           "long": tmp_path / ("o" * 300)}[kind]
+    # The model does not exist: if the output path were not checked first, the error would name the model.
+    result = CliRunner().invoke(main, ["compile", str(tmp_path / "none.onnx"), "--calib", str(small_calib), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeq: error: --out"), result.output
+    assert "none.onnx" not in lines[0]
+    assert (tmp_path / "taken").read_text() == "mine"
+    assert not _no_staging_anywhere(tmp_path)
+
+
+def test_commit_failure_leaves_no_staging(tmp_path):
+    """The output path turning into a file mid-run: the commit fails, the staging folder goes, nothing else is made."""
+    from edgeq.fileio import StagingDir, write_text
+
+    out = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(FileExistsError):
+        with StagingDir(out) as s:
+            write_text(s.path / "a.txt", "x")
+            out.write_text("someone else's file")
+    assert not _no_staging_anywhere(tmp_path)
+    with pytest.raises(RuntimeError):
+        with StagingDir(tmp_path / "made" / "out") as s:
+            write_text(s.path / "a.txt", "x")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "made").exists(), "folders made for the output are removed on failure"

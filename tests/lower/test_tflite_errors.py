@@ -53,7 +53,7 @@ def test_unsupported_op_cli(tmp_path):
 
 def test_plan_bits_the_target_cannot_hold(tmp_path, small_model, small_calib):
     plan_dir = tmp_path / "p"
-    r = CliRunner().invoke(main, ["plan", str(small_model), "--calib", str(small_calib), "--out", str(plan_dir)])
+    r = CliRunner().invoke(main, ["plan", str(small_model), "--calib", str(small_calib), "--target", "tflite", "--out", str(plan_dir)])
     assert r.exit_code == 0, r.output
     plan = json.loads((plan_dir / "plan.json").read_text())
     plan["weights"]["fc.w"].update(scheme="palette", palette=[[0.0, 1.0]])

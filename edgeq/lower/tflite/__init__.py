@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
-from edgeq.errors import PlanError, UnsupportedOpError
+from edgeq.errors import ModelError, PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
 from edgeq.lower import target_data
@@ -25,7 +25,7 @@ from edgeq.lower.tflite import layout as L
 from edgeq.lower.tflite.context import Ctx, TfliteOptions
 from edgeq.lower.tflite.ops import INT8_OPS, OPS
 from edgeq.quant.plan import QuantPlan
-from edgeq.runners import register_runner
+from edgeq.runners import captured_stderr, register_runner
 
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")
@@ -197,8 +197,14 @@ class LiteRTRunner:
         resolver = {"auto": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                     "reference": OpResolverType.BUILTIN_REF}[kernels]
         start = time.perf_counter()
-        self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=threads, experimental_op_resolver_type=resolver)
-        self.interpreter.allocate_tensors()
+        try:
+            with captured_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
+                self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=threads,
+                                               experimental_op_resolver_type=resolver)
+                self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(f"{artifact.path}: LiteRT cannot load it ({reason}); re-run `edgeq compile` to rewrite it") from None
         self.load_seconds = time.perf_counter() - start
         self.artifact = artifact
         self.nhwc = artifact.extra.get("io_layout") == "nhwc"
@@ -209,7 +215,11 @@ class LiteRTRunner:
         def invoke(chunk: dict) -> dict:
             for spec, d in zip(self.artifact.inputs, self.in_details):
                 self.interpreter.set_tensor(d["index"], to_artifact(chunk[spec.name], spec, self.nhwc))
-            self.interpreter.invoke()
+            try:
+                self.interpreter.invoke()
+            except RuntimeError as e:
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ModelError(f"{self.artifact.path}: LiteRT failed while running ({reason})") from None
             return {spec.name: from_artifact(self.interpreter.get_tensor(d["index"]), spec, self.nhwc)
                     for spec, d in zip(self.artifact.outputs, self.out_details)}
 

@@ -20,8 +20,11 @@ def xnnpack_partition(path: Path) -> list[tuple[str, bool]]:
     """(op name, delegated to XNNPACK) for every operator of the model, in order."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path))
-    interp.allocate_tensors()
+    from edgeq.runners import captured_stderr
+
+    with captured_stderr():  # the XNNPACK delegate's INFO line
+        interp = Interpreter(model_path=str(path))
+        interp.allocate_tensors()
     ops = interp._get_ops_details()  # the only per-node view the Python API exposes
     original = [o for o in ops if o["op_name"] != "DELEGATE"]
     producer = {int(t): o["index"] for o in original for t in o["outputs"]}
