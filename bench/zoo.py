@@ -57,11 +57,11 @@ def cpu_info() -> dict:
 
 
 # -- running models ------------------------------------------------------------------------------
-def predict(runner, x: np.ndarray, names: list[str] | None = None) -> list[dict]:
-    """One {output: array} per sample, feeding one sample at a time (every zoo model takes batch 1)."""
+def predict(runner, x: np.ndarray, names: list[str] | None = None, chunk: int = 1) -> list[dict]:
+    """One {output: array} per call of `chunk` leading rows (1: one sample; every zoo model takes batch 1)."""
     outs = []
-    for i in range(len(x)):
-        got = runner.run({runner.zoo_input: x[i : i + 1]})
+    for i in range(0, len(x) - chunk + 1, chunk):
+        got = runner.run({runner.zoo_input: x[i : i + chunk]})
         if names and not all(n in got for n in names) and len(got) == len(names):
             got = dict(zip(names, got.values()))  # a runtime that renamed outputs: keep the order
         outs.append({n: got[n] for n in names} if names and all(n in got for n in names) else got)
@@ -99,13 +99,13 @@ def ort_runner(path: str, input_name: str):
     return r
 
 
-def quantize_static(model: Path, calib: np.ndarray, input_name: str, dst: Path) -> float:
+def quantize_static(model: Path, calib: np.ndarray, input_name: str, dst: Path, chunk: int = 1) -> float:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as qs
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter([{input_name: calib[i : i + 1]} for i in range(len(calib))])
+            self.it = iter([{input_name: calib[i : i + chunk]} for i in range(0, len(calib) - chunk + 1, chunk)])
 
         def get_next(self):
             return next(self.it, None)
@@ -172,7 +172,8 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
     if timed_out:
         return {**res, "status": f"failed: killed after {timeout:.0f} s (timeout)"}
     if proc.returncode != 0:
-        return {**res, "status": f"failed: {first_error(se.read_text(errors='replace') + so.read_text(errors='replace'))}"}
+        err = first_error(se.read_text(errors="replace") + so.read_text(errors="replace"))
+        return {**res, "status": f"failed: {err.replace(str(zoo.model), zoo.model.name)}"}
     try:
         report = json.loads(so.read_text())
     except json.JSONDecodeError as e:
@@ -209,16 +210,16 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
     names = [o.name for o in onnx.load(str(zoo.model), load_external_data=False).graph.output]
     fr = ort_runner(zoo.model, zoo.input)
     t = time.perf_counter()
-    ref = predict(fr, zoo.val, names)
-    res["float"] = {"metrics": _score(zoo, ref, None), "ort_ms": round(latency_ms(fr, zoo.val[:1]), 3),
+    ref = predict(fr, zoo.val, names, zoo.chunk)
+    res["float"] = {"metrics": _score(zoo, ref, None), "ort_ms": round(latency_ms(fr, zoo.val[: zoo.chunk]), 3),
                     "eval_s": round(time.perf_counter() - t, 1)}
     log(f"  {zoo.name} float: {res['float']['metrics']}")
     qs_path = d / "quantize_static.onnx"
     try:
-        secs = quantize_static(zoo.model, zoo.calib, zoo.input, qs_path)
+        secs = quantize_static(zoo.model, zoo.calib, zoo.input, qs_path, zoo.chunk)
         qr = ort_runner(qs_path, zoo.input)
-        qs = {"status": "ok", "seconds": round(secs, 1), "metrics": _score(zoo, predict(qr, zoo.val, names), ref),
-              "ort_ms": round(latency_ms(qr, zoo.val[:1]), 3)}
+        qs = {"status": "ok", "seconds": round(secs, 1), "metrics": _score(zoo, predict(qr, zoo.val, names, zoo.chunk), ref),
+              "ort_ms": round(latency_ms(qr, zoo.val[: zoo.chunk]), 3)}
         del qr
     except Exception as e:  # noqa: BLE001 - a failure is a row
         qs = {"status": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
@@ -230,17 +231,17 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
         if c["status"] == "ok":
             try:
                 r = artifact_runner(c["artifact"], zoo.input, target)
-                c["metrics"] = _score(zoo, predict(r, zoo.val, names), ref)
+                c["metrics"] = _score(zoo, predict(r, zoo.val, names, zoo.chunk), ref)
                 if target == "ort":
-                    c["ms"], c["float_ms"] = round(latency_ms(r, zoo.val[:1]), 3), res["float"]["ort_ms"]
+                    c["ms"], c["float_ms"] = round(latency_ms(r, zoo.val[: zoo.chunk]), 3), res["float"]["ort_ms"]
                 elif target == "tflite":
                     if float_tfl_ms is None:
                         try:
-                            float_tfl_ms = latency_ms(artifact_runner(float_tflite(zoo, d), zoo.input, "tflite"), zoo.val[:1])
+                            float_tfl_ms = latency_ms(artifact_runner(float_tflite(zoo, d), zoo.input, "tflite"), zoo.val[: zoo.chunk])
                         except Exception as e:  # noqa: BLE001
                             float_tfl_ms = float("nan")
                             c["latency_note"] = f"no float .tflite: {type(e).__name__}: {str(e)[:120]}"
-                    c["ms"], c["float_ms"] = round(latency_ms(r, zoo.val[:1]), 3), round(float_tfl_ms, 3)
+                    c["ms"], c["float_ms"] = round(latency_ms(r, zoo.val[: zoo.chunk]), 3), round(float_tfl_ms, 3)
                 del r
             except Exception as e:  # noqa: BLE001
                 c["status"] = f"failed: evaluating the artifact: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"

@@ -39,6 +39,7 @@ class Zoo:
     primary: str  # the metric the table shows
     labels: np.ndarray | None = None  # written into val.npz (classifiers): edgeq's report adds top-1
     refuse: bool = False  # an input edgeq should refuse (already quantized)
+    chunk: int = 1  # leading-axis rows per call (one sample of the task)
     notes: list[str] = field(default_factory=list)
 
 
@@ -278,6 +279,12 @@ def build_orientation(samples: int, calib_n: int) -> Zoo:
 
 
 def build_vad(samples: int, calib_n: int) -> Zoo:
+    """silero-vad's sequence model carries its LSTM state across the frames of one call (the
+    leading axis is time, not batch): like quant_tradeoff (batches of 32), each call is 32
+    consecutive frames; samples and calib-samples count frames (rounded down to whole chunks, at
+    least one). The leading dim stays symbolic, as edgeq's own silero sample compiles it (edgeq
+    batches a symbolic leading dim by 32 too); binding it (--input-shape input=32,576) made the
+    ort compile fail in verification ("Got invalid dimensions for input") when this was written."""
     qt = _quant_tradeoff()
     _, m, calib, val, _ = qt.vad()  # h, c made zero initializers; speech_probs the one output
     fetched = zoo_fetch.member("silero-vad", "silero_vad/data/silero_vad_16k_sequence.onnx")
@@ -286,13 +293,25 @@ def build_vad(samples: int, calib_n: int) -> Zoo:
 
     if not path.is_file():
         onnx.save(m, str(path))
-    pick = np.linspace(0, len(val) - 1, min(samples, len(val))).astype(int)  # spread over speech and pauses
-    cpick = np.linspace(0, len(calib) - 1, min(calib_n, len(calib))).astype(int)
-    labels = val.labels[pick].astype(np.int64)
-    return Zoo("silero-vad", path, "input", None, calib.arrays["input"][cpick], val.arrays["input"][pick],
-               _classifier_eval(labels, lambda o: int(o["speech_probs"].ravel()[0] > 0.5)), "top1",
+    n = max(1, min(samples, len(val)) // VAD_CHUNK) * VAD_CHUNK
+    nc = max(1, min(calib_n, len(calib)) // VAD_CHUNK) * VAD_CHUNK
+    labels = val.labels[:n].astype(np.int64)
+
+    def evaluate(outs, ref):
+        pred = np.concatenate([o["speech_probs"].ravel() for o in outs]) > 0.5
+        m = {"top1": float(np.mean(pred == labels[: len(pred)]))}
+        if ref is not None:
+            m["agree"] = float(np.mean(pred == (np.concatenate([o["speech_probs"].ravel() for o in ref]) > 0.5)))
+        return m
+
+    return Zoo("silero-vad", path, "input", None, calib.arrays["input"][:nc], val.arrays["input"][:n],
+               evaluate, "top1", chunk=VAD_CHUNK,
                notes=["silero-vad: quant_tradeoff.vad() (synthesized speech-like audio with pauses over noise, 576-sample frames, "
-                      "zero LSTM state); acc = speech decision (p > 0.5) vs the speech/pause mask"])
+                      f"zero initial LSTM state, {VAD_CHUNK} consecutive frames per call); top1 = per-frame speech decision "
+                      "(p > 0.5) vs the speech/pause mask, samples = frames"])
+
+
+VAD_CHUNK = 32
 
 
 BUILDERS = {
