@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,20 @@ def first_error(text: str) -> str:
     return (tb[-1] if tb else lines[-1] if lines else "no output")[:300]
 
 
+# Peak RSS of the compile alone: a child's ru_maxrss on Linux starts from the RSS of the process
+# it was forked from (the bench holds models and data), so a small wrapper forks and waits for it.
+_WRAP = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "edgeq.cli", "compile", str(zoo.model), "--target", target, "--calib", str(calib),
            "--val", str(val), "-o", str(out), "--json"]
@@ -158,24 +173,23 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
         cmd += ["--input-shape", zoo.shape]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    so, se = out.parent / f"{out.name}.stdout", out.parent / f"{out.name}.stderr"
+    so, se, rss = (out.parent / f"{out.name}.{k}" for k in ("stdout", "stderr", "maxrss"))
+    rss.unlink(missing_ok=True)
     with open(so, "w") as fo, open(se, "w") as fe:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=str(out.parent))
+        # its own session: on timeout the wrapper and the compile under it are killed together
+        proc = subprocess.Popen([sys.executable, "-c", _WRAP, str(rss), *cmd], stdout=fo, stderr=fe, env=env,
+                                cwd=str(out.parent), start_new_session=True)
         timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - start > timeout:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                timed_out = True
-                break
-            time.sleep(0.2)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            timed_out = True
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    res = {"cmd": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    peak = int(rss.read_text()) / 1024 if rss.is_file() else float("nan")
+    res = {"cmd": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_mb": round(peak, 1),
            "exit": proc.returncode}
     if timed_out:
         return {**res, "status": f"failed: killed after {timeout:.0f} s (timeout)"}

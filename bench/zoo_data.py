@@ -296,8 +296,7 @@ def build_orientation_pages(samples: int, calib_n: int) -> Zoo:
 def build_vad(samples: int, calib_n: int) -> Zoo:
     """silero-vad's sequence model carries its LSTM state across the frames of one call (the
     leading axis is time, not batch): like quant_tradeoff (batches of 32), each call is 32
-    consecutive frames; samples and calib-samples count frames (rounded down to whole chunks, at
-    least one). The leading dim stays symbolic, as edgeq's own silero sample compiles it (edgeq
+    consecutive frames; samples and calib-samples count such calls (as many as the audio holds). The leading dim stays symbolic, as edgeq's own silero sample compiles it (edgeq
     batches a symbolic leading dim by 32 too); binding it (--input-shape input=32,576) made the
     ort compile fail in verification ("Got invalid dimensions for input") when this was written."""
     qt = _quant_tradeoff()
@@ -308,8 +307,8 @@ def build_vad(samples: int, calib_n: int) -> Zoo:
 
     if not path.is_file():
         onnx.save(m, str(path))
-    n = max(1, min(samples, len(val)) // VAD_CHUNK) * VAD_CHUNK
-    nc = max(1, min(calib_n, len(calib)) // VAD_CHUNK) * VAD_CHUNK
+    n = min(samples, len(val) // VAD_CHUNK) * VAD_CHUNK
+    nc = min(calib_n, len(calib) // VAD_CHUNK) * VAD_CHUNK
     labels = val.labels[:n].astype(np.int64)
 
     def evaluate(outs, ref):
@@ -323,7 +322,7 @@ def build_vad(samples: int, calib_n: int) -> Zoo:
                evaluate, "top1", chunk=VAD_CHUNK,
                notes=["silero-vad: quant_tradeoff.vad() (synthesized speech-like audio with pauses over noise, 576-sample frames, "
                       f"zero initial LSTM state, {VAD_CHUNK} consecutive frames per call); top1 = per-frame speech decision "
-                      "(p > 0.5) vs the speech/pause mask, samples = frames"])
+                      "(p > 0.5) vs the speech/pause mask; a sample is one call of 32 frames"])
 
 
 VAD_CHUNK = 32
