@@ -85,6 +85,11 @@ def latency_pair(float_runner, quant_runner, x1: np.ndarray, budget_s: float = 4
     return 1000 * float(np.median(ta)), 1000 * float(np.median(tb))
 
 
+def one_line(e: Exception, n: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text[:n]
+
+
 def lat_entry(float_ms: float, quant_ms: float, runtime: str) -> dict:
     return {"runtime": runtime, "float_ms": round(float_ms, 3), "int8_ms": round(quant_ms, 3), "ratio": round(quant_ms / float_ms, 3)}
 
@@ -237,14 +242,29 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
                     "eval_s": round(time.perf_counter() - t, 1)}
     log(f"  {zoo.name} float: {res['float']['metrics']}")
     qs_path = d / "quantize_static.onnx"
-    try:
-        secs = quantize_static(zoo.model, zoo.calib, zoo.input, qs_path, zoo.chunk)
-        qr = ort_runner(qs_path, zoo.input)
-        qs = {"status": "ok", "seconds": round(secs, 1), "metrics": _score(zoo, predict(qr, zoo.val, names, zoo.chunk), ref),
-              "lat": lat_entry(*latency_pair(fr, qr, zoo.val[: zoo.chunk]), "ort")}
-        del qr
-    except Exception as e:  # noqa: BLE001 - a failure is a row
-        qs = {"status": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    qs, src = None, zoo.model
+    for attempt in (1, 2):
+        try:
+            secs = quantize_static(src, zoo.calib, zoo.input, qs_path, zoo.chunk)
+            qr = ort_runner(qs_path, zoo.input)
+            qs = {**(qs or {}), "status": "ok", "seconds": round(secs, 1),
+                  "metrics": _score(zoo, predict(qr, zoo.val, names, zoo.chunk), ref),
+                  "lat": lat_entry(*latency_pair(fr, qr, zoo.val[: zoo.chunk]), "ort")}
+            del qr
+            break
+        except Exception as e:  # noqa: BLE001 - a failure is a row
+            qs = {"status": f"failed: {type(e).__name__}: {one_line(e)}"}
+            opset = next((o.version for o in onnx.load(str(zoo.model), load_external_data=False).opset_import
+                          if o.domain in ("", "ai.onnx")), 13)
+            if attempt == 2 or opset >= 13:
+                break
+            # per-channel DequantizeLinear (axis) needs opset 13: what a user does next is upgrade the model
+            from onnx import version_converter
+
+            src = d / "float_opset13.onnx"
+            onnx.save(version_converter.convert_version(onnx.load(str(zoo.model)), 13), str(src))
+            qs = {"note": f"on the model converted to opset 13 (onnx.version_converter): as shipped (opset {opset}) it "
+                          "failed (per-channel DequantizeLinear needs opset 13)", "first_try": qs["status"]}
     res["quantize_static"] = qs
     log(f"  {zoo.name} quantize_static: {qs.get('metrics', qs['status'])}")
     float_tfl = None
@@ -264,7 +284,7 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
                         c["lat"] = {"note": f"no float .tflite: {type(e).__name__}: {str(e)[:160]}"}
                 del r
             except Exception as e:  # noqa: BLE001
-                c["status"] = f"failed: evaluating the artifact: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                c["status"] = f"failed: evaluating the artifact: {type(e).__name__}: {one_line(e)}"
         res["targets"][target] = c
         log(f"  {zoo.name} edgeq {target}: {c['status']}, {c['seconds']} s, {c['peak_rss_mb']} MB, {c.get('metrics')}")
     return res
@@ -307,7 +327,8 @@ def details(results: list[dict]) -> str:
     for r in results:
         parts = [f"float {r['float']['metrics']}"] if "float" in r else []
         if "metrics" in r.get("quantize_static", {}):
-            parts.append(f"quantize_static {r['quantize_static']['metrics']} ({r['quantize_static']['seconds']} s)")
+            q = r["quantize_static"]
+            parts.append(f"quantize_static {q['metrics']} ({q['seconds']} s{'; ' + q['note'] if 'note' in q else ''})")
         elif "quantize_static" in r:
             parts.append(f"quantize_static {r['quantize_static']['status']}")
         parts += [f"edgeq {t} {c['metrics']}" for t, c in r["targets"].items() if "metrics" in c]
