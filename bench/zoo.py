@@ -192,6 +192,9 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             timed_out = True
+        except BaseException:  # interrupted: take the compile down with us
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         seconds = time.perf_counter() - start
     peak = int(rss.read_text()) / 1024 if rss.is_file() else float("nan")
     res = {"cmd": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_mb": round(peak, 1),
