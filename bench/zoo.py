@@ -350,6 +350,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--json", dest="json_out", default=None, help="write the results here")
     args = ap.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
+    if __name__ == "__main__":  # a terminated bench unwinds, so the running compile is killed too
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cpu = cpu_info()
     print(f"CPU: {cpu['model']} ({cpu['cores']} cores); " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items()),
           flush=True)
