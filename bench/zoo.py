@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from bench import zoo_data, zoo_fetch  # noqa: E402
 
-DEFAULT_MODELS = "orientation,vad,ddddocr-old,ddddocr,layout,ddddocr-det"
+DEFAULT_MODELS = "orientation-pages,vad,ddddocr-old,ddddocr,layout,ddddocr-det"  # pages: the classifier's own domain
 
 
 def cpu_info() -> dict:
@@ -211,7 +211,8 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
     t = next((t for t in report.get("targets", []) if t.get("target") == target), None)
     if t is None:
         return {**res, "status": "failed: report has no target entry"}
-    return {**res, "status": "ok", "artifact": t.get("artifact"), "warnings": report.get("warnings", []) + t.get("warnings", []),
+    artifact = out / t["artifact"] if t.get("artifact") else None  # report paths are relative to the output folder
+    return {**res, "status": "ok", "artifact": str(artifact) if artifact else None, "warnings": report.get("warnings", []) + t.get("warnings", []),
             "bytes": t.get("bytes"), "verify": {k: v for k, v in (t.get("verify") or {}).items() if k != "outputs"},
             "report_latency_ms": t.get("latency_ms")}
 

@@ -296,9 +296,9 @@ def build_orientation_pages(samples: int, calib_n: int) -> Zoo:
 def build_vad(samples: int, calib_n: int) -> Zoo:
     """silero-vad's sequence model carries its LSTM state across the frames of one call (the
     leading axis is time, not batch): like quant_tradeoff (batches of 32), each call is 32
-    consecutive frames; samples and calib-samples count such calls (as many as the audio holds). The leading dim stays symbolic, as edgeq's own silero sample compiles it (edgeq
-    batches a symbolic leading dim by 32 too); binding it (--input-shape input=32,576) made the
-    ort compile fail in verification ("Got invalid dimensions for input") when this was written."""
+    consecutive frames; samples and calib-samples count such calls (as many as the audio holds).
+    The leading dim is bound (--input-shape input=32,576): edgeq refuses to split a recurrent
+    layer's time axis as if it were a batch, and reads the data 32 rows per inference."""
     qt = _quant_tradeoff()
     _, m, calib, val, _ = qt.vad()  # h, c made zero initializers; speech_probs the one output
     fetched = zoo_fetch.member("silero-vad", "silero_vad/data/silero_vad_16k_sequence.onnx")
@@ -318,7 +318,7 @@ def build_vad(samples: int, calib_n: int) -> Zoo:
             m["agree"] = float(np.mean(pred == (np.concatenate([o["speech_probs"].ravel() for o in ref]) > 0.5)))
         return m
 
-    return Zoo("silero-vad", path, "input", None, calib.arrays["input"][:nc], val.arrays["input"][:n],
+    return Zoo("silero-vad", path, "input", f"input={VAD_CHUNK},576", calib.arrays["input"][:nc], val.arrays["input"][:n],
                evaluate, "top1", chunk=VAD_CHUNK,
                notes=["silero-vad: quant_tradeoff.vad() (synthesized speech-like audio with pauses over noise, 576-sample frames, "
                       f"zero initial LSTM state, {VAD_CHUNK} consecutive frames per call); top1 = per-frame speech decision "
