@@ -33,7 +33,8 @@ from edgeq.quant.sensitivity import relative_noise
 from edgeq.quant.simulate import planned_weights, with_tensors, wrap_tensors
 from edgeq.runners import OrtRunner, batch_size_for
 
-SEARCH_SAMPLES = 32  # samples the search for k runs on
+SEARCH_SAMPLES = 32  # samples the search for k runs on (fewer for large models, down to 4)
+SEARCH_WORK = 8e9  # MAC-equivalents one search simulation may spend (32 samples of a 0.15 GMAC classifier)
 RANK_SAMPLES = 8  # samples each ranking simulation runs on (fewer for large models, down to 2)
 RANK_WORK = 3e11  # MAC-equivalents the ranking may spend (about 15 s on a 2-core x86 host)
 NOISE_GOAL = 10 ** (-30 / 10)  # whole-plan output noise to reach: 30 dB SQNR
@@ -58,9 +59,12 @@ class ActSimulator:
     def __init__(self, graph: Graph, plan: QuantPlan):
         g = with_tensors(graph, planned_weights(graph, plan))
         self.names = [n for n, a in plan.activations.items() if a.bits is not None]
+        # int8 grids (every auto search's base plan) as QuantizeLinear/DequantizeLinear, as the
+        # artifacts compute them: 3 passes over a tensor instead of 9 (Div, Round, ... Add)
+        self.qdq = graph.opset >= 10 and all(plan.activations[t].bits == 8 and plan.activations[t].signed for t in self.names)
         m = onnx.ModelProto()
         m.CopyFrom(g.model)
-        self._insert(m.graph, set(self.names))
+        self._insert(m.graph, set(self.names), self.qdq)
         self.runner = OrtRunner(m.SerializeToString(), threads=2, optimize="basic", source=graph.source)
         self.batch = batch_size_for(graph, preferred=SEARCH_SAMPLES)
         self.outputs = [o.name for o in graph.outputs]
@@ -68,8 +72,17 @@ class ActSimulator:
         self.on_run = lambda: None  # progress: called after every simulation
 
     @staticmethod
-    def _insert(g, names: set[str]) -> None:
+    def _insert(g, names: set[str], qdq: bool) -> None:
         params = ("s", "z", "lo", "hi", "on")
+
+        def fq_qdq(src: str, dst: str, t: str) -> list:
+            p = {k: f"{t}__aq_{k}" for k in ("s", "z", "on")}
+            g.input.extend([helper.make_tensor_value_info(p["s"], onnx.TensorProto.FLOAT, []),
+                            helper.make_tensor_value_info(p["z"], onnx.TensorProto.INT8, []),
+                            helper.make_tensor_value_info(p["on"], onnx.TensorProto.BOOL, [])])
+            return [helper.make_node("QuantizeLinear", [src, p["s"], p["z"]], [f"{t}__aq_q"]),
+                    helper.make_node("DequantizeLinear", [f"{t}__aq_q", p["s"], p["z"]], [f"{t}__aq_dq"]),
+                    helper.make_node("Where", [p["on"], f"{t}__aq_dq", src], [dst])]
 
         def fq(src: str, dst: str, t: str) -> list:
             p = {k: f"{t}__aq_{k}" for k in params}
@@ -82,13 +95,18 @@ class ActSimulator:
                     helper.make_node("Sub", [x[5], src], [x[6]]), helper.make_node("Mul", [x[6], p["on"]], [x[6] + "o"]),
                     helper.make_node("Add", [src, x[6] + "o"], [dst])]
 
-        wrap_tensors(g, names, fq, "{}__aqout", "{}__aqpre")
+        wrap_tensors(g, names, fq_qdq if qdq else fq, "{}__aqout", "{}__aqpre")
 
     def run(self, grids: dict[str, tuple], data) -> dict[str, np.ndarray]:
         one = lambda v: np.asarray(v, np.float32)  # noqa: E731
         feeds0 = {}
         for t in self.names:
             s, z, lo, hi = grids.get(t, (1.0, 0.0, -3e38, 3e38))
+            if self.qdq:
+                if t in grids and (lo, hi) != (-128, 127):
+                    raise ValueError(f"activation '{t}': the int8 simulator got a {lo}..{hi} grid")
+                feeds0.update({f"{t}__aq_s": one(s), f"{t}__aq_z": np.asarray(z, np.int8), f"{t}__aq_on": np.asarray(t in grids)})
+                continue
             feeds0.update({f"{t}__aq_s": one(s), f"{t}__aq_z": one(z), f"{t}__aq_lo": one(lo), f"{t}__aq_hi": one(hi),
                            f"{t}__aq_on": one(1.0 if t in grids else 0.0)})
         parts: dict[str, list] = {}
@@ -219,7 +237,7 @@ def cache_path(graph: Graph, plan: QuantPlan, data, wide, limit: int) -> Path:
 
     grids = {k: v for k, v in plan.to_dict().items() if k in ("mode", "weights", "activations", "tensors")}  # not the target
     h = hashlib.sha256(f"{__version__} {graph.sha256()} {dumps_json(grids)} {wide} {limit}".encode())
-    h.update(repr((SEARCH_SAMPLES, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN)).encode())
+    h.update(repr((SEARCH_SAMPLES, SEARCH_WORK, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN, 2)).encode())
     for k in sorted(data.arrays):
         h.update(k.encode() + np.ascontiguousarray(data.arrays[k]).tobytes())
     return cache_dir().parent / "act_precision" / f"{h.hexdigest()}.json"
@@ -231,8 +249,9 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
     from edgeq.quant.act_precision import wide_bits
 
     start = time.perf_counter()
-    data = calib.take(slice(0, min(len(calib), SEARCH_SAMPLES)))
     groups = groups_of(plan)
+    work = sim_work(graph)
+    data = calib.take(slice(0, min(len(calib), int(np.clip(SEARCH_WORK / work, 4, SEARCH_SAMPLES)))))
     wide = wide_bits(targets)
     limit = max_wide if max_wide is not None else max(MAX_WIDE_MIN, int(np.ceil(MAX_WIDE_FRACTION * len(groups))))
     path = cache_path(graph, plan, calib, wide, limit)
@@ -244,7 +263,6 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
         except (ValueError, TypeError):
             decision = None
     if decision is None:
-        work = sim_work(graph)
         rank_data = calib.take(slice(0, min(len(calib), rank_samples(work, len(groups)))))
         sim = ActSimulator(graph, plan)
         with progress_bar("choosing activation precision", len(groups) + 2 * int(np.log2(limit + 1)) + 4, progress) as bar:

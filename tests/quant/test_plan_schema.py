@@ -47,7 +47,7 @@ def test_written_plan_is_valid(written):
     (lambda p: p["weights"]["conv1.w"].__setitem__("axis", 5), "axis 5 is outside the weight's 4 dims"),
     (lambda p: p["weights"]["conv1.w"]["scale"].pop(), "7 scale(s); per_channel on axis 0 of shape [8, 1, 3, 3] needs 8"),
     (lambda p: p["weights"]["conv1.w"].__setitem__("zero_point", [1000] * 8), "zero_point[0]: 1000 must be at most 255"),
-    (lambda p: p["weights"]["conv1.w"].__setitem__("zero_point", [200] * 8), "zero_point 200 is outside -64..63 (signed 7-bit)"),
+    (lambda p: p["weights"]["conv1.w"].__setitem__("zero_point", [200] * 8), "zero_point 200 is outside -128..127 (signed 8-bit)"),
     (lambda p: next(iter(p["activations"].values())).__setitem__("zero_point", 500), "zero_point 500 is outside -128..127"),
     (lambda p: p["weights"].__setitem__("nope", dict(p["weights"]["conv1.w"], tensor="nope")), "weight 'nope'"),
     (lambda p: p["weights"]["conv1.w"].__setitem__("tensor", "nope"), "key and its 'tensor' must be the same"),
