@@ -180,6 +180,7 @@ class MicroRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def invoke(chunk: dict) -> dict:
+            self.interpreter.reset()  # variable tensors (LSTM state) back to zero: each ONNX call starts fresh
             for k, spec in enumerate(self.artifact.inputs):
                 self.interpreter.set_input(T.to_artifact(chunk[spec.name], spec, self.nhwc), k)
             self.interpreter.invoke()

@@ -170,6 +170,10 @@ def artifact_for(path: Path, ctx: Ctx, plan: QuantPlan, graph: Graph, target: st
     notes = sorted(set(ctx.notes))
     if ctx.float_nodes:
         notes.append(f"kept float (fallback=float) between DEQUANTIZE/QUANTIZE: {', '.join(ctx.float_nodes)}")
+    if counts.get("UNIDIRECTIONAL_SEQUENCE_LSTM"):
+        notes.append("UNIDIRECTIONAL_SEQUENCE_LSTM keeps its state between invocations: reset it before each inference "
+                     "(Python reset_all_variables(), C++ Interpreter::ResetVariableTensors(), TFLite Micro reset()), "
+                     "as the ONNX model starts from its initial state every call; edgeq's verification does")
     return Artifact(
         target=target, path=path, files=[path],
         inputs=[spec(t, s.shape) for t, s in zip(w.inputs, ctx.graph.inputs)],
@@ -216,6 +220,7 @@ class LiteRTRunner:
             for spec, d in zip(self.artifact.inputs, self.in_details):
                 self.interpreter.set_tensor(d["index"], to_artifact(chunk[spec.name], spec, self.nhwc))
             try:
+                self.interpreter.reset_all_variables()  # LSTM state: every ONNX call starts from its initial state
                 self.interpreter.invoke()
             except RuntimeError as e:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
