@@ -100,3 +100,22 @@ def test_batchnorm_with_nonpositive_variance_is_a_one_line_error(tmp_path, var):
     onnx.save(bn_after_add(var), p)
     with pytest.raises(ModelError, match="BatchNormalization.*variance"):
         run_passes(load(str(p)))
+
+
+def test_a_stale_declared_output_shape_is_inferred_afresh():
+    """ddddocr's recognizer declares its [T, 1, C] output as [1, 'seqlen']: LiteRT needs the real one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeq.graph import Graph
+    from edgeq.passes import infer
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "stale",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seqlen"])])
+    graph = infer(Graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    assert graph.shape("y") == (3, 1, 4)
+    unknown = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "kept",
+                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    assert infer(Graph(onnx.helper.make_model(unknown, opset_imports=[helper.make_opsetid("", 17)]))).shape("y") == ("N", 4)
