@@ -15,7 +15,7 @@ import click
 from edgeq import __version__
 from edgeq.errors import EdgeqError
 
-TARGET_HELP = "Target to compile for (repeat, or a,b, for several). `edgeq targets` lists them."
+TARGET_HELP = "Target to compile for (repeat, or a,b, for several; all: every target). `edgeq targets` lists them."
 
 
 def _in_range(lo, hi=None, why: str = ""):
@@ -40,15 +40,16 @@ def _threads(ctx, param, value):
 
 
 def parse_targets(specs) -> list[str]:
-    """--target a,b == --target a --target b; an empty or blank name (--target '', 'ort,') is refused."""
-    from edgeq.lower import target_names
+    """--target a,b == --target a --target b; `all` is every target edgeq.lower.target_names() lists;
+    an empty or blank name (--target '', 'ort,') is refused."""
+    from edgeq.lower import expand_all, target_names
 
     names = [t.strip() for spec in specs for t in spec.split(",")]
     if any(not t for t in names):
         bad = next(spec for spec in specs if not spec.strip() or any(not t.strip() for t in spec.split(",")))
         raise EdgeqError(f"--target {bad!r}: an empty target name; choose from {', '.join(target_names())} "
-                         "(several: --target ort,tflite)")
-    return names
+                         "(several: --target ort,tflite, or all)")
+    return expand_all(names)
 
 
 def _json(obj) -> str:
@@ -58,9 +59,13 @@ def _json(obj) -> str:
     return json.dumps(finite_copy(obj)[0], indent=2, sort_keys=True, allow_nan=False)
 
 
+def one_line(text: str) -> str:
+    """A newline inside a message (a file name with one) is shown escaped, as repr would."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _fail(e: EdgeqError):
-    # One line, always: a newline inside the message (a file name with one) is shown escaped, as repr would.
-    message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+    message = one_line(str(e))  # one line, always
     click.echo(f"edgeq: error: {message}", err=True)
     sys.exit(2)
 
@@ -181,6 +186,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the runtimes when verifying and timing.")
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
+@click.option("--quiet", "-q", is_flag=True, help="No table and no progress bars; warnings still go to stderr, one line each.")
 @click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
               help="tflite/tflm: artifact I/O dtype (int8: the plan's grid at the boundary; default float32).")
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
@@ -203,7 +209,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
-def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
+def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, quiet, seed, **target_kw):  # noqa: A001
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -217,10 +223,16 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
     quant = _pop_quant(target_kw)
     profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
     opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
-                    ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
+                    ort_format=not no_ort_format, progress=not (as_json or quiet) and sys.stderr.isatty(),
                     target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
     report = run_compile(model, opts)
-    click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True) if as_json else table(report))
+    if as_json:
+        click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True))
+    elif quiet:
+        for w in report.get("warnings", []):
+            click.echo(f"edgeq: warning: {one_line(str(w))}", err=True)
+    else:
+        click.echo(table(report))
 
 
 @main.command()
