@@ -1,4 +1,4 @@
-"""The edgeq command line: compile, plan, inspect, targets.
+"""The edgeq command line: compile, plan, inspect, targets, profile, devices, build.
 
     edgeq compile model.onnx --target ort --calib calib.npz --val val.npz
 """
@@ -217,14 +217,10 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
     plan.json (the quantization plan used) and report.json (every number shown).
     """
     from edgeq.pipeline import run_compile
-    from edgeq.profile import parse_rate
     from edgeq.report import relative_paths, table
 
-    quant = _pop_quant(target_kw)
-    profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
-    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
-                    ort_format=not no_ort_format, progress=not (as_json or quiet) and sys.stderr.isatty(),
-                    target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
+    opts = compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed,
+                           progress=not (as_json or quiet) and sys.stderr.isatty(), **target_kw)
     report = run_compile(model, opts)
     if as_json:
         click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True))
@@ -233,6 +229,19 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
             click.echo(f"edgeq: warning: {one_line(str(w))}", err=True)
     else:
         click.echo(table(report))
+
+
+def compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed, progress,
+                    **target_kw):
+    """The pipeline Options for `edgeq compile`'s parsed parameters (edgeq build parses its config's options
+    with the same command, so both check them the same way)."""
+    from edgeq.profile import parse_rate
+
+    quant = _pop_quant(target_kw)
+    profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
+    return _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
+                    ort_format=not no_ort_format, progress=progress,
+                    target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
 
 
 @main.command()
@@ -325,6 +334,29 @@ def devices(as_json):
     for d in info:
         click.echo(f"{d['name']:<17} {d['description']}")
         click.echo(f"{'':<17} units {', '.join(d['units'])}; {d['assumed_numbers']} of {d['numbers']} numbers assumed")
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path())
+@click.option("--no-cache", "no_cache", is_flag=True, help="Compile every entry again instead of restoring it from the build cache.")
+@click.option("--keep-going", "-k", is_flag=True, help="After an error, build the other entries (default: stop at the first).")
+@click.option("--jobs", "-j", default=None, type=int, callback=_in_range(1, 4096),
+              help="Parallel compile processes (default: the machine's cores).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines; errors and failed gates still go to stderr.")
+def build(config, no_cache, keep_going, jobs, quiet):
+    """Compile every model of edgeq.toml (or pyproject.toml's [tool.edgeq]) for its targets.
+
+    \b
+    CONFIG: a config file or its folder (default: the current folder).
+    Writes each entry's artifacts into its `out` folder and build.json beside the config.
+    Exit status: 0 ok, 1 a bug in edgeq, 2 a user error, 3 a quality gate failed.
+    """
+    from edgeq.build.config import load_config
+    from edgeq.build.run import run_build
+
+    cfg = load_config(config)
+    _, code = run_build(cfg, jobs=jobs, use_cache=not no_cache, keep_going=keep_going, echo=click.echo, quiet=quiet)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
