@@ -255,7 +255,7 @@ def check_options(entry: Entry, err) -> None:
 
     from edgeq.cli import compile as compile_command
 
-    for i, (key, value) in enumerate(entry.options.items()):
+    for key, value in entry.options.items():
         try:
             compile_command.make_context("compile", ["model.onnx", *option_args({key: value})])
         except click.exceptions.ClickException as e:
