@@ -34,6 +34,8 @@ def _in_range(lo, hi=None, why: str = ""):
 
 
 def _threads(ctx, param, value):
+    if value == 1 and not isinstance(value, bool):  # the default: no need to import the runtimes to check it
+        return 1
     from edgeq.runners import check_threads
 
     return check_threads(value)

@@ -81,6 +81,13 @@ def test_cold_then_warm_build_restores_byte_identical(tmp_path):
     assert [a for t in warm["entries"][0]["targets"] for a in t["artifacts"]] == \
         [a for t in cold["entries"][0]["targets"] for a in t["artifacts"]]
 
+    # A warm build loads no runtime (what keeps it well under a second): no onnx, onnxruntime, LiteRT import.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEQ_CACHE_DIR": str(cache_dir)}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgeq", "build"], cwd=proj, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    imported = {ln.split("|")[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    assert not imported & {"onnx", "onnxruntime", "ai_edge_litert", "tflite_micro", "coremltools"}
+
     # A second checkout sharing the cache folder restores from it, byte for byte.
     other = tmp_path / "ci" / "checkout2"
     shutil.copytree(proj, other, ignore=shutil.ignore_patterns("build", "build.json"))
