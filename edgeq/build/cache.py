@@ -1,7 +1,8 @@
 """The content-addressed build cache: one folder per (entry, target) key under $EDGEQ_CACHE_DIR/build/.
 
 key = sha256 of the model's bytes, the calibration and validation bytes, the entry's options, the target's
-TOML text (edgeq/targets/<target>.toml) and edgeq's version. A hit copies the stored output folder back,
+TOML text (edgeq/targets/<target>.toml), the devices' TOML, edgeq's version, the runtime packages' versions and
+whether the host CPU has an int8 dot product (ort's weight grid depends on it). A hit copies the stored output folder back,
 byte for byte; the least recently used keys are evicted past EDGEQ_BUILD_CACHE_MB (default 2048).
 Two build folders (two checkouts, two CI jobs) sharing one cache folder restore from each other.
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from functools import cache
 from pathlib import Path
 
 from edgeq import __version__
@@ -46,6 +48,30 @@ def target_toml(target: str) -> bytes:
     return path.read_bytes() if path.is_file() else b""
 
 
+RUNTIMES = ("numpy", "onnx", "onnxruntime", "ai-edge-litert", "tflite-micro", "coremltools")
+
+
+@cache
+def runtime_versions() -> dict[str, str]:
+    """The installed versions of the packages that compile and verify (read from their metadata, not imported)."""
+    from importlib import metadata
+
+    out = {}
+    for name in RUNTIMES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def device_toml(name: str) -> bytes:
+    from importlib import resources
+
+    path = resources.files("edgeq.targets").joinpath("devices").joinpath(f"{name}.toml")
+    return path.read_bytes() if path.is_file() else b""
+
+
 def _hash_path(h, path: Path) -> None:
     """A file's bytes, or a folder's files (relative names and bytes, in sorted order)."""
     if path.is_dir():
@@ -68,8 +94,15 @@ def build_key(entry, target: str, root: Path) -> str:
     fields = {"key_version": KEY_VERSION, "edgeq": __version__, "target": target,
               "source": entry.source, "calib": entry.calib, "val": entry.val,  # as written: they appear in report.json
               "options": entry.options, "devices": entry.devices, "input_shape": entry.input_shape}
+    fields["runtimes"] = dict(runtime_versions())
+    from edgeq.hostcpu import int8_dot, is_x86
+
+    # ort's 7-bit weight decision (and its note in plan.json) follows the host CPU's int8 dot product
+    fields["host"] = {"x86": is_x86(), "int8_dot": int8_dot()}
     h.update(json.dumps(fields, sort_keys=True).encode() + b"\0")
     h.update(target_toml(target) + b"\0")
+    for d in entry.devices:  # the device profiles the report's estimates come from
+        h.update(device_toml(d) + b"\0")
     src = root / entry.source
     _hash_path(h, src)
     for data in (src.with_name(src.name + ".data"),):  # ONNX external data beside the model (the usual name)
