@@ -98,10 +98,33 @@ def test_cold_then_warm_build_restores_byte_identical(tmp_path):
 
     # A changed input is a miss: a different calibration set is a different key.
     np.savez(other / "calib.npz", input=small_cnn_data(48, seed=7))
-    r = run_build(other, "--no-cache", cache_dir=cache_dir)
+    r = run_build(other, cache_dir=cache_dir)
     assert r.returncode == 0, r.stderr
-    assert [t["cache"] for t in json.loads((other / "build.json").read_text())["entries"][0]["targets"]] == ["off", "off"]
-    assert len(list((cache_dir / "build").iterdir())) == 2  # --no-cache neither reads nor writes it
+    assert [t["cache"] for t in json.loads((other / "build.json").read_text())["entries"][0]["targets"]] == ["miss", "miss"]
+    assert len(list((cache_dir / "build").iterdir())) == 4
+    r = run_build(proj, "--no-cache", cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert [t["cache"] for t in json.loads((proj / "build.json").read_text())["entries"][0]["targets"]] == ["off", "off"]
+    assert len(list((cache_dir / "build").iterdir())) == 4  # --no-cache neither reads nor writes it
+
+
+def test_key_covers_options_target_toml_and_version(tmp_path, monkeypatch):
+    proj = make_project(tmp_path / "app")
+    entry = load_config(None, cwd=proj).entries[0]
+    key = cache.build_key(entry, "ort", proj)
+    assert cache.build_key(entry, "ort", proj) == key
+    assert cache.build_key(entry, "tflite", proj) != key
+    entry.options = {"act_bits": 16}
+    assert cache.build_key(entry, "ort", proj) != key
+    entry.options = {"act_bits": 8}
+    monkeypatch.setattr(cache, "target_toml", lambda t: b"weight_bits = [8]\n")
+    assert cache.build_key(entry, "ort", proj) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(cache, "__version__", "999")
+    assert cache.build_key(entry, "ort", proj) != key
+    monkeypatch.undo()
+    onnx.save(small_cnn(seed=3), proj / "small.onnx")
+    assert cache.build_key(entry, "ort", proj) != key
 
 
 def test_failed_gate_exits_3_keeps_artifacts(tmp_path):
