@@ -343,7 +343,7 @@ def devices(as_json):
 @click.option("--no-cache", "no_cache", is_flag=True, help="Compile every entry again instead of restoring it from the build cache.")
 @click.option("--keep-going", "-k", is_flag=True, help="After an error, build the other entries (default: stop at the first).")
 @click.option("--jobs", "-j", default=None, type=int, callback=_in_range(1, 4096),
-              help="Parallel compile processes (default: the machine's cores).")
+              help="Parallel compile processes (default and most: the machine's cores).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; errors and failed gates still go to stderr.")
 def build(config, no_cache, keep_going, jobs, quiet):
     """Compile every model of edgeq.toml (or pyproject.toml's [tool.edgeq]) for its targets.

@@ -131,7 +131,11 @@ def restore(stored: Path, dest: Path) -> None:
     """Copy the stored folder to dest, replacing it as one rename (dest never half-written)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.restore-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(stored, tmp, copy_function=shutil.copyfile)
+    try:
+        shutil.copytree(stored, tmp, copy_function=shutil.copyfile)
+    except (FileNotFoundError, shutil.Error):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileNotFoundError(stored) from None
     replace_dir(tmp, dest)
 
 

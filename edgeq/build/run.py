@@ -132,7 +132,7 @@ def run_build(config: BuildConfig, jobs: int | None = None, use_cache: bool = Tr
     from edgeq.fileio import dumps_json, write_text
 
     root = config.root
-    jobs = max(1, jobs or os.cpu_count() or 1)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, os.cpu_count() or 1))  # bounded by the machine's cores
     if use_cache:
         cache.cache_cap_bytes()  # a malformed EDGEQ_BUILD_CACHE_MB: refused before any work
     results: dict[tuple[int, str], dict] = {}
@@ -142,9 +142,13 @@ def run_build(config: BuildConfig, jobs: int | None = None, use_cache: bool = Tr
         for t in e.targets:
             key = cache.build_key(e, t, root) if use_cache else None
             stored = cache.lookup(key) if key is not None else None
+            start = time.perf_counter()
+            try:
+                if stored is not None:
+                    cache.restore(stored, root / e.out / t)
+            except FileNotFoundError:  # another build evicted the key while this one copied it: compile
+                stored = None
             if stored is not None:
-                start = time.perf_counter()
-                cache.restore(stored, root / e.out / t)
                 results[(e.index, t)] = {"status": "ok", "cache": "hit", "key": key, "seconds": round(time.perf_counter() - start, 3)}
             else:
                 todo.append((e, t, key))

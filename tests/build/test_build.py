@@ -241,3 +241,17 @@ def test_lru_eviction_by_last_use(tmp_path, monkeypatch):
     (src / "a.bin").write_bytes(b"x")
     cache.store("last", src)  # storing evicts past the cap, never the key just stored
     assert [p.name for p in cache.cache_dir().iterdir()] == ["last"]
+
+
+def test_key_evicted_during_restore_is_compiled(tmp_path, monkeypatch):
+    """Another build's eviction can remove a key between lookup and copy: the entry compiles instead."""
+    from edgeq.build.run import run_build as build
+
+    monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path / "cache"))
+    proj = make_project(tmp_path / "app", toml=TOML.replace("{max_bytes}", "100KB").replace('["ort", "tflite"]', '["ort"]'))
+    monkeypatch.setattr(cache, "lookup", lambda key: tmp_path / "cache" / "gone" / "out")
+    result, code = build(load_config(None, cwd=proj), jobs=1, echo=lambda *a, **k: None)
+    assert code == 0
+    assert [t["cache"] for t in result["entries"][0]["targets"]] == ["miss"]
+    assert (proj / "build/small/ort/small.ort.onnx").is_file()
+    assert not [p for p in (proj / "build/small").iterdir() if p.name.startswith(".")]  # no restore leftovers
