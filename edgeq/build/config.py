@@ -12,6 +12,8 @@
     max_drop = 1.0                       # points of accuracy (of top-1 agreement without labels)
     min_sqnr_db = 25
     max_bytes = "400KB"
+    max_latency_ms = 2.0                 # host p50 measured on the build machine,
+    latency_device = "pixel8"            # or this device's estimate (one of the entry's devices)
 
 Every mistake is one line naming the key (`edgeq.toml: model[0].targets: unknown target 'foo'`; entries
 count from 0), raised before anything is compiled.
@@ -44,7 +46,7 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "reduce_range": ("--reduce-range", "switch"), "int4": ("--int4", "flag"), "ort_format": ("--no-ort-format", "negated"),
     "seed": ("--seed", "value"), "threads": ("--threads", "value"), "rate": ("--rate", "value"),
 }
-GATES = ("max_drop", "min_sqnr_db", "max_bytes")
+GATES = ("max_drop", "min_sqnr_db", "max_bytes", "max_latency_ms", "latency_device")
 ENTRY_KEYS = ("name", "source", "calib", "val", "targets", "devices", "input_shape", "options", "out", "gates")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -221,6 +223,8 @@ def parse_entry(m: dict, index: int, root: Path, err) -> Entry:
             err(f"options.{k}", "expected a string or a number")
     out = _string(m, "out", err) or f"build/{name}"
     gates = parse_gates(m.get("gates", {}), err)
+    if gates.get("latency_device") not in (None, "host_x86_64", *devices):
+        err("gates.latency_device", f"'{gates['latency_device']}' is not among the entry's devices; add it to devices")
     entry = Entry(index=index, name=name, source=source, calib=calib, val=val, targets=expand_all(targets),
                   devices=devices, input_shape=shapes, options=options, out=out, gates=gates)
     check_options(entry, err)
@@ -234,6 +238,11 @@ def parse_gates(gates, err) -> dict:
     for k, v in gates.items():
         if k not in GATES:
             err(f"gates.{k}", f"unknown gate; known: {', '.join(GATES)}")
+        if k == "latency_device":
+            if not isinstance(v, str) or "max_latency_ms" not in gates:
+                err(f"gates.{k}", "expected a device name (one of the entry's devices, or host_x86_64) beside max_latency_ms")
+            out[k] = v
+            continue
         if k == "max_bytes" and isinstance(v, str):
             from edgeq.quant.allocate import parse_size
 

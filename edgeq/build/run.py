@@ -93,7 +93,17 @@ def measure_gates(gates: dict, t: dict) -> list[dict]:
     v = t["verify"]
     out = []
     for gate, limit in gates.items():
-        if gate == "max_drop":
+        if gate == "latency_device":
+            continue
+        if gate == "max_latency_ms":
+            device = gates.get("latency_device")
+            if device is None:
+                measured, metric = t["latency_ms"]["quant_p50"], "ms p50 measured on this host"
+            else:
+                est = (((t.get("profile") or {}).get("devices") or {}).get(device) or {}).get("quant") or {}
+                measured, metric = est.get("latency_ms"), f"ms estimated on {device}"
+            ok = measured is not None and measured <= limit
+        elif gate == "max_drop":
             if v.get("accuracy_float") is not None and v.get("accuracy_quant") is not None:
                 measured, metric = 100 * (v["accuracy_float"] - v["accuracy_quant"]), "accuracy points"
             elif v.get("top1_agreement") is not None:

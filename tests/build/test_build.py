@@ -129,11 +129,15 @@ def test_key_covers_options_target_toml_and_version(tmp_path, monkeypatch):
 
 def test_failed_gate_exits_3_keeps_artifacts(tmp_path):
     proj = make_project(tmp_path / "app", max_bytes="100")
+    toml = (proj / "edgeq.toml").read_text()
+    (proj / "edgeq.toml").write_text(toml.replace("max_drop = 5", "max_drop = 5\nmax_latency_ms = 0.000001"))
     r = run_build(proj, "-j", "1", "--no-cache", cache_dir=tmp_path / "cache")
     assert r.returncode == 3, r.stderr
     failed = [ln for ln in r.stderr.splitlines() if ln.startswith("edgeq: gate failed:")]
-    assert len(failed) == 2  # one line per failed gate: ort and tflite both exceed 100 bytes
-    assert failed[0].startswith("edgeq: gate failed: small ort: max_bytes = 100, measured ")
+    assert len(failed) == 4  # one line per failed gate: ort and tflite both exceed 100 bytes and 1 ns
+    assert failed[0].startswith("edgeq: gate failed: small ort: max_latency_ms = 1e-06, measured ")
+    assert failed[0].endswith(" ms p50 measured on this host")
+    assert failed[1].startswith("edgeq: gate failed: small ort: max_bytes = 100, measured ")
     build = json.loads((proj / "build.json").read_text())
     assert build["exit_code"] == 3
     for t in build["entries"][0]["targets"]:
@@ -180,7 +184,8 @@ def test_parallel_processes_and_pyproject_config(tmp_path):
         "[project]\nname = 'app'\n\n[[tool.edgeq.model]]\nname = 'a'\nsource = 'small.onnx'\ncalib = 'calib.npz'\n"
         "targets = 'ort'\nout = 'models/a'\noptions = { act_bits = 8 }\n\n"
         "[[tool.edgeq.model]]\nname = 'b'\nsource = 'small.onnx'\ncalib = 'calib.npz'\ntargets = ['tflite']\n"
-        "out = 'models/b'\noptions = { act_bits = 8, io_dtype = 'int8' }\n")
+        "out = 'models/b'\noptions = { act_bits = 8, io_dtype = 'int8' }\ndevices = ['pixel8']\n"
+        "gates = { max_latency_ms = 1000, latency_device = 'pixel8' }\n")
     r = run_build(proj, "-j", "2", "--no-cache", "--quiet", cache_dir=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     assert "[1/2]" not in r.stderr  # --quiet: no progress lines
@@ -188,6 +193,9 @@ def test_parallel_processes_and_pyproject_config(tmp_path):
     assert build["config"] == "pyproject.toml"
     assert [(e["name"], e["targets"][0]["artifact"]) for e in build["entries"]] == \
         [("a", "models/a/ort/small.ort.onnx"), ("b", "models/b/tflite/small.tflite")]
+    (gate,) = build["entries"][1]["targets"][0]["gates"]
+    assert gate["gate"] == "max_latency_ms" and gate["unit"] == "ms estimated on pixel8"
+    assert 0 < gate["measured"] <= 1000 and gate["passed"]
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -202,6 +210,7 @@ def test_parallel_processes_and_pyproject_config(tmp_path):
     ("colour = 1", "edgeq.toml: model[0].colour: unknown key"),
     ("gates = { min_sqnr_db = 'high' }", "edgeq.toml: model[0].gates.min_sqnr_db: expected a number"),
     ("gates = { max_latency = 3 }", "edgeq.toml: model[0].gates.max_latency: unknown gate"),
+    ("gates = { max_latency_ms = 3, latency_device = 'pixel8' }", "edgeq.toml: model[0].gates.latency_device: 'pixel8' is not among"),
 ])
 def test_config_errors_name_the_key(tmp_path, entry, message):
     toml = f'[[model]]\nname = "small"\nsource = "small.onnx"\ncalib = "calib.npz"\n{entry}\n'
