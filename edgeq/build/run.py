@@ -137,9 +137,15 @@ def target_result(root: Path, entry: Entry, target: str) -> dict:
 
 
 def run_build(config: BuildConfig, jobs: int | None = None, use_cache: bool = True, keep_going: bool = False,
-              echo=print, quiet: bool = False) -> tuple[dict, int]:
-    """Build every entry x target; returns (build.json's content, exit code). Writes build.json."""
+              echo=None, quiet: bool = False) -> tuple[dict, int]:
+    """Build every entry x target; returns (build.json's content, exit code). Writes build.json.
+    echo(text, err=True) prints the progress, error and gate lines (default: click.echo, on stderr)."""
     from edgeq.fileio import dumps_json, write_text
+
+    if echo is None:
+        import click
+
+        echo = click.echo
 
     root = config.root
     jobs = max(1, min(jobs or os.cpu_count() or 1, os.cpu_count() or 1))  # bounded by the machine's cores

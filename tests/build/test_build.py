@@ -259,7 +259,7 @@ def test_key_evicted_during_restore_is_compiled(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path / "cache"))
     proj = make_project(tmp_path / "app", toml=TOML.replace("{max_bytes}", "100KB").replace('["ort", "tflite"]', '["ort"]'))
     monkeypatch.setattr(cache, "lookup", lambda key: tmp_path / "cache" / "gone" / "out")
-    result, code = build(load_config(None, cwd=proj), jobs=1, echo=lambda *a, **k: None)
+    result, code = build(load_config(None, cwd=proj), jobs=1)  # progress on stderr through click.echo
     assert code == 0
     assert [t["cache"] for t in result["entries"][0]["targets"]] == ["miss"]
     assert (proj / "build/small/ort/small.ort.onnx").is_file()
