@@ -1,4 +1,4 @@
-"""The edgeq command line: compile, plan, inspect, targets.
+"""The edgeq command line: compile, plan, inspect, targets, profile, devices, build.
 
     edgeq compile model.onnx --target ort --calib calib.npz --val val.npz
 """
@@ -15,7 +15,7 @@ import click
 from edgeq import __version__
 from edgeq.errors import EdgeqError
 
-TARGET_HELP = "Target to compile for (repeat, or a,b, for several). `edgeq targets` lists them."
+TARGET_HELP = "Target to compile for (repeat, or a,b, for several; all: every target). `edgeq targets` lists them."
 
 
 def _in_range(lo, hi=None, why: str = ""):
@@ -34,21 +34,24 @@ def _in_range(lo, hi=None, why: str = ""):
 
 
 def _threads(ctx, param, value):
+    if value == 1 and not isinstance(value, bool):  # the default: no need to import the runtimes to check it
+        return 1
     from edgeq.runners import check_threads
 
     return check_threads(value)
 
 
 def parse_targets(specs) -> list[str]:
-    """--target a,b == --target a --target b; an empty or blank name (--target '', 'ort,') is refused."""
-    from edgeq.lower import target_names
+    """--target a,b == --target a --target b; `all` is every target edgeq.lower.target_names() lists;
+    an empty or blank name (--target '', 'ort,') is refused."""
+    from edgeq.lower import expand_all, target_names
 
     names = [t.strip() for spec in specs for t in spec.split(",")]
     if any(not t for t in names):
         bad = next(spec for spec in specs if not spec.strip() or any(not t.strip() for t in spec.split(",")))
         raise EdgeqError(f"--target {bad!r}: an empty target name; choose from {', '.join(target_names())} "
-                         "(several: --target ort,tflite)")
-    return names
+                         "(several: --target ort,tflite, or all)")
+    return expand_all(names)
 
 
 def _json(obj) -> str:
@@ -58,9 +61,13 @@ def _json(obj) -> str:
     return json.dumps(finite_copy(obj)[0], indent=2, sort_keys=True, allow_nan=False)
 
 
+def one_line(text: str) -> str:
+    """A newline inside a message (a file name with one) is shown escaped, as repr would."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _fail(e: EdgeqError):
-    # One line, always: a newline inside the message (a file name with one) is shown escaped, as repr would.
-    message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+    message = one_line(str(e))  # one line, always
     click.echo(f"edgeq: error: {message}", err=True)
     sys.exit(2)
 
@@ -181,6 +188,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--threads", default=1, show_default=True, callback=_threads, help="Threads for the runtimes when verifying and timing.")
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
+@click.option("--quiet", "-q", is_flag=True, help="No table and no progress bars; warnings still go to stderr, one line each.")
 @click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
               help="tflite/tflm: artifact I/O dtype (int8: the plan's grid at the boundary; default float32).")
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
@@ -203,7 +211,7 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
-def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, seed, **target_kw):  # noqa: A001
+def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, quiet, seed, **target_kw):  # noqa: A001
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -211,16 +219,31 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
     plan.json (the quantization plan used) and report.json (every number shown).
     """
     from edgeq.pipeline import run_compile
-    from edgeq.profile import parse_rate
     from edgeq.report import relative_paths, table
+
+    opts = compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed,
+                           progress=not (as_json or quiet) and sys.stderr.isatty(), **target_kw)
+    report = run_compile(model, opts)
+    if as_json:
+        click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True))
+    elif quiet:
+        for w in report.get("warnings", []):
+            click.echo(f"edgeq: warning: {one_line(str(w))}", err=True)
+    else:
+        click.echo(table(report))
+
+
+def compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed, progress,
+                    **target_kw):
+    """The pipeline Options for `edgeq compile`'s parsed parameters (edgeq build parses its config's options
+    with the same command, so both check them the same way)."""
+    from edgeq.profile import parse_rate
 
     quant = _pop_quant(target_kw)
     profiling = {"devices": list(target_kw.pop("devices")), "rate": parse_rate(target_kw.pop("rate"))}
-    opts = _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
-                    ort_format=not no_ort_format, progress=not as_json and sys.stderr.isatty(),
+    return _options(model, targets, calib, val, out, input_shapes, seed, plan=plan, force=force, threads=threads,
+                    ort_format=not no_ort_format, progress=progress,
                     target_options={k: v for k, v in target_kw.items() if v is not None}, quant=quant, **profiling)
-    report = run_compile(model, opts)
-    click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True) if as_json else table(report))
 
 
 @main.command()
@@ -313,6 +336,29 @@ def devices(as_json):
     for d in info:
         click.echo(f"{d['name']:<17} {d['description']}")
         click.echo(f"{'':<17} units {', '.join(d['units'])}; {d['assumed_numbers']} of {d['numbers']} numbers assumed")
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path())
+@click.option("--no-cache", "no_cache", is_flag=True, help="Compile every entry again instead of restoring it from the build cache.")
+@click.option("--keep-going", "-k", is_flag=True, help="After an error, build the other entries (default: stop at the first).")
+@click.option("--jobs", "-j", default=None, type=int, callback=_in_range(1, 4096),
+              help="Parallel compile processes (default and most: the machine's cores).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines; errors and failed gates still go to stderr.")
+def build(config, no_cache, keep_going, jobs, quiet):
+    """Compile every model of edgeq.toml (or pyproject.toml's [tool.edgeq]) for its targets.
+
+    \b
+    CONFIG: a config file or its folder (default: the current folder).
+    Writes each entry's artifacts into its `out` folder and build.json beside the config.
+    Exit status: 0 ok, 1 a bug in edgeq, 2 a user error, 3 a quality gate failed.
+    """
+    from edgeq.build.config import load_config
+    from edgeq.build.run import run_build
+
+    cfg = load_config(config)
+    _, code = run_build(cfg, jobs=jobs, use_cache=not no_cache, keep_going=keep_going, echo=click.echo, quiet=quiet)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

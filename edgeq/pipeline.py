@@ -16,7 +16,7 @@ from edgeq.frontend import check_leading_dim_is_batch, load
 from edgeq.frontend.onnx_file import check_graph_weights_finite
 from edgeq.frontend.quantized import check_not_quantized
 from edgeq.graph import Graph
-from edgeq.lower import check_lowerable, get_target, target_data
+from edgeq.lower import check_lowerable, expand_all, get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
 from edgeq.profile.devices import load_devices
@@ -142,7 +142,7 @@ def plan_for_target(graph: Graph, plan: QuantPlan, mod, modules, opts: Options) 
 
 def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:  # noqa: A001
     """Compile a model (path, ModelProto or nn.Module) for one or more targets; returns the report."""
-    targets = [target] if isinstance(target, str) else list(target)
+    targets = expand_all([target] if isinstance(target, str) else list(target))  # "all": every target
     opts = Options(targets=targets, calib=calib, val=val, out=Path(out), **kw)
     return run_compile(model, opts)
 

@@ -30,6 +30,16 @@ def target_names() -> list[str]:
     return [name for name in TARGET_MODULES if available(name)]
 
 
+def expand_all(names: list[str]) -> list[str]:
+    """`all` in a target list becomes every available target (in target_names() order); no name twice."""
+    out: list[str] = []
+    for n in names:
+        for t in (target_names() if n == "all" else [n]):
+            if t not in out:
+                out.append(t)
+    return out
+
+
 def available(name: str) -> bool:
     spec = importlib.util.find_spec(TARGET_MODULES[name])
     return spec is not None

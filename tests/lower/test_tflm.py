@@ -36,12 +36,12 @@ def test_c_array_and_manifest(lowered):
     art, _, out = lowered
     data = art.path.read_bytes()
     names = sorted(p.name for p in art.files)
-    assert names == ["small.micro.tflite", "small.tflm.json", "small_model_data.cc", "small_model_data.h"]
+    assert names == ["small.micro.tflite", "small.tflm.json", "small_model_data.cc", "small_model_data.h", "small_ops.h"]
     cc = (out / "small_model_data.cc").read_text()
-    assert "alignas(16) const unsigned char g_small_model_data[]" in cc
+    assert "alignas(16) const unsigned char small_model[]" in cc
     body = cc.split("{", 1)[1].split("}", 1)[0]
     assert bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body)) == data
-    assert f"g_small_model_data_len = {len(data)};" in cc
+    assert f"small_model_len = {len(data)};" in cc
     h = (out / "small_model_data.h").read_text()
     manifest = json.loads((out / "small.tflm.json").read_text())
     assert manifest["sha256"] == hashlib.sha256(b"small.micro.tflite" + data).hexdigest() == art.sha256()

@@ -1,0 +1,83 @@
+"""samples/build/edgeq.toml (the Fashion CNN x ort, tflite, tflm) as an app would build it: cold, then from
+the README's Xcode and Gradle snippets (cache hits, byte-identical), then a deliberately strict gate (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+README = (ROOT / "README.md").read_text()
+
+
+def snippet(lang: str, after: str) -> str:
+    """The first ```lang block after the README line starting with `after`."""
+    start = README.index(after)
+    m = re.compile(rf"```{lang}\n(.*?)```", re.S).search(README, start)
+    return m.group(1)
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_readme_shows_the_sample_config():
+    sample = (SAMPLES / "build" / "edgeq.toml").read_text()
+    assert snippet("toml", "## Build integration") == sample[sample.index("[[model]]"):]
+
+
+def test_sample_project_builds_cached_and_gated(tmp_path):
+    app = tmp_path / "app"  # an app project: its ML config in ml/, the model beside it
+    shutil.copytree(SAMPLES / "build", app / "ml", ignore=shutil.ignore_patterns("build", "build.json"))
+    for f in ("fashion_cnn.onnx", "fashion_calib.npz", "fashion_val.npz"):
+        shutil.copy(SAMPLES / f, app / f)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEQ_CACHE_DIR": str(tmp_path / "cache"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    cold = subprocess.run([sys.executable, "-m", "edgeq", "build", "ml", "-j", "1"], cwd=app, env=env, capture_output=True, text=True)
+    assert cold.returncode == 0, cold.stderr
+    build = json.loads((app / "ml" / "build.json").read_text())
+    targets = build["entries"][0]["targets"]
+    assert [(t["status"], t["cache"]) for t in targets] == [("ok", "miss")] * 3
+    assert [t["target"] for t in targets] == ["ort", "tflite", "tflm"]
+    assert [t["artifact"] for t in targets] == ["build/fashion/ort/fashion_cnn.ort.onnx", "build/fashion/tflite/fashion_cnn.tflite",
+                                                "build/fashion/tflm/fashion_cnn.micro.tflite"]
+    for t in targets:
+        drop = next(g for g in t["gates"] if g["gate"] == "max_drop")
+        assert drop["unit"] == "accuracy points" and drop["passed"]
+    before = tree_bytes(app / "ml" / "build")
+
+    # The README's Xcode Run Script phase, as Xcode runs it (bash, SRCROOT set): every target restored.
+    xcode = subprocess.run(["bash", "-e", "-c", snippet("sh", "**Xcode**")], env={**env, "SRCROOT": str(app)},
+                           capture_output=True, text=True)
+    assert xcode.returncode == 0, xcode.stderr
+    assert [t["cache"] for t in json.loads((app / "ml" / "build.json").read_text())["entries"][0]["targets"]] == ["hit"] * 3
+    assert tree_bytes(app / "ml" / "build") == before
+
+    # The README's Gradle task: its workingDir and commandLine, exactly.
+    gradle = snippet("groovy", "**Gradle**")
+    assert 'preBuild.dependsOn("edgeqBuild")' in gradle
+    workdir = re.search(r'workingDir = file\("([^"]+)"\)', gradle).group(1)
+    command = re.findall(r'"([^"]+)"', re.search(r"commandLine (.*)", gradle).group(1))
+    assert command == ["edgeq", "build"]
+    r = subprocess.run(command, cwd=app / workdir, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert tree_bytes(app / "ml" / "build") == before
+
+    # A deliberately strict gate: exit 3, one line per target, artifacts kept (from the cache: gates are not in the key).
+    toml = (app / "ml" / "edgeq.toml").read_text().replace("min_sqnr_db = 25", "min_sqnr_db = 60")
+    (app / "ml" / "edgeq.toml").write_text(toml)
+    r = subprocess.run(command, cwd=app / workdir, env=env, capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("edgeq: gate failed:")]
+    assert [ln.split(":")[2].strip() for ln in lines] == ["fashion ort", "fashion tflite", "fashion tflm"]
+    assert all("min_sqnr_db = 60, measured " in ln for ln in lines)
+    build = json.loads((app / "ml" / "build.json").read_text())
+    assert [t["status"] for t in build["entries"][0]["targets"]] == ["failed"] * 3
+    assert tree_bytes(app / "ml" / "build") == before
