@@ -68,7 +68,6 @@ class Case:
     name: str
     argv: list[str]
     files: dict = field(default_factory=dict)  # relative path -> bytes | str | None (a folder)
-    keep_out: bool = False  # an existing output folder with a file that must stay untouched on failure
 
 
 @dataclass
@@ -481,18 +480,16 @@ def gen_artifact(rng, base, targets) -> Case:
 
 def gen_output(rng, base, targets) -> Case:
     kind = str(rng.choice(["file", "under_file", "proc", "empty", "newline", "long", "existing_folder", "dev_null", "deep"]))
-    files: dict = {"taken": "mine"}
-    keep = False
+    files: dict = {"taken": "mine"}  # an existing output folder's files are compared before and after (classify)
     out = {"file": "taken", "under_file": "taken/sub", "proc": "/proc/edgeq_fuzz", "empty": "",
            "newline": "out\nx", "long": "o" * 300, "existing_folder": "out", "dev_null": "/dev/null",
            "deep": "/".join(["d"] * 50)}[kind]
     if kind == "existing_folder":
         files["out"] = None
         files["out/keep.txt"] = "mine"
-        keep = True
     cmd = str(rng.choice(["compile", "plan"]))
     argv = [cmd, "model.onnx", "--calib", str(rng.choice(["calib.npz", "missing.npz"])), "-o", out]
-    return Case("output", kind, argv, files, keep_out=keep)
+    return Case("output", kind, argv, files)
 
 
 GENERATORS = {"bytes": gen_bytes, "structure": gen_structure, "external": gen_external, "data": gen_data,
