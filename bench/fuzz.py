@@ -68,7 +68,6 @@ class Case:
     name: str
     argv: list[str]
     files: dict = field(default_factory=dict)  # relative path -> bytes | str | None (a folder)
-    keep_out: bool = False  # an existing output folder with a file that must stay untouched on failure
 
 
 @dataclass
@@ -94,9 +93,14 @@ def make_base(base: Path, targets: list[str], timeout: float) -> dict[str, bytes
     run_cli(["compile", "model.onnx", "--calib", "calib.npz", "--target", ",".join(t for t in targets if t != "coreml"),
              "--act-bits", "8", "-o", "art", "--json"], base, timeout)
     files = {p.name: p.read_bytes() for p in (base / "model.onnx", base / "calib.npz", base / "val.npz", base / "plan.json")}
+    if "coreml" in targets:
+        run_cli(["compile", "model.onnx", "--calib", "calib.npz", "--target", "coreml", "--act-bits", "8", "-o", "art",
+                 "--json"], base, timeout)
     for p in sorted((base / "art").glob("model.*")):
         if p.is_file() and p.suffix in (".onnx", ".tflite", ".ort"):
             files[p.name] = p.read_bytes()
+        elif p.suffix == ".mlpackage":  # a folder: every file by its path inside the case folder
+            files.update({str(f.relative_to(base / "art")): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()})
     return files
 
 
@@ -456,9 +460,11 @@ def gen_plan(rng, base, targets) -> Case:
 
 def gen_artifact(rng, base, targets) -> Case:
     names = [k for k in base if k.endswith((".tflite", ".ort.onnx", ".ort"))] or ["model.onnx"]
-    name = str(rng.choice(names))
-    data = bytearray(base[name])
-    kind = str(rng.choice(["flip", "truncate", "intact"]))
+    package = sorted(k for k in base if k.startswith("model.mlpackage/"))
+    name = str(rng.choice(names + (["model.mlpackage"] if package else [])))
+    member = str(rng.choice(package)) if name == "model.mlpackage" else name  # the file inside that is mutated
+    data = bytearray(base[member])
+    kind = str(rng.choice(["flip", "truncate", "intact"])) if data else "intact"
     if kind == "flip":
         for _ in range(int(rng.integers(1, 16))):
             i = int(rng.integers(len(data)))
@@ -469,23 +475,21 @@ def gen_artifact(rng, base, targets) -> Case:
     argv = ["profile", name, "--runs", "3"] if cmd == "profile" else ["inspect", name]
     if cmd == "profile" and rng.random() < 0.5:
         argv += ["--device", str(rng.choice(["pixel8", "cortex_m7", "rpi5"]))]
-    return Case("artifact", f"{kind} {name}", argv, {name: bytes(data)})
+    return Case("artifact", f"{kind} {member}", argv, {member: bytes(data)})
 
 
 def gen_output(rng, base, targets) -> Case:
     kind = str(rng.choice(["file", "under_file", "proc", "empty", "newline", "long", "existing_folder", "dev_null", "deep"]))
-    files: dict = {"taken": "mine"}
-    keep = False
+    files: dict = {"taken": "mine"}  # an existing output folder's files are compared before and after (classify)
     out = {"file": "taken", "under_file": "taken/sub", "proc": "/proc/edgeq_fuzz", "empty": "",
            "newline": "out\nx", "long": "o" * 300, "existing_folder": "out", "dev_null": "/dev/null",
            "deep": "/".join(["d"] * 50)}[kind]
     if kind == "existing_folder":
         files["out"] = None
         files["out/keep.txt"] = "mine"
-        keep = True
     cmd = str(rng.choice(["compile", "plan"]))
     argv = [cmd, "model.onnx", "--calib", str(rng.choice(["calib.npz", "missing.npz"])), "-o", out]
-    return Case("output", kind, argv, files, keep_out=keep)
+    return Case("output", kind, argv, files)
 
 
 GENERATORS = {"bytes": gen_bytes, "structure": gen_structure, "external": gen_external, "data": gen_data,
@@ -500,6 +504,7 @@ def _tree(root: Path) -> dict[str, float]:
 
 def write_case(case: Case, base: dict, d: Path) -> None:
     for name, data in base.items():
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
         (d / name).write_bytes(data)
     for rel, data in sorted(case.files.items()):
         p = d / rel

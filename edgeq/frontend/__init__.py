@@ -19,6 +19,10 @@ def load(model, input_shapes: dict[str, tuple] | None = None, example_inputs=Non
         path = Path(model)
         if not path.exists():
             raise ModelError(f"{path}: no such file; pass the path of an .onnx or .pt2 model")
+        if path.is_dir() or path.suffix in (".tflite", ".mlpackage", ".ort"):
+            what = "a folder" if path.is_dir() and path.suffix != ".mlpackage" else "a compiled artifact"
+            raise ModelError(f"{path}: {what}, not a model; pass the .onnx or .pt2 model "
+                             "(`edgeq profile` reads the artifacts edgeq wrote)")
         if path.suffix == ".pt2":
             from edgeq.frontend.torch_export import load_pt2
 

@@ -223,7 +223,8 @@ def check_dataset(ds: Dataset, inputs: list[TensorSpec], what: str) -> None:
             else:
                 raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' expects {spec.dtype}, the data is {a.dtype}; convert it")
         if len(a) == 0:
-            raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' has 0 samples; calibration needs at least 1 (ideally >= 32)")
+            raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' has 0 samples; {what} needs at least 1 "
+                                   "(calibration: ideally >= 32)")
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' holds {bad} NaN/inf values; clean the data")

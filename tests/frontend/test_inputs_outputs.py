@@ -48,3 +48,16 @@ def test_a_name_that_is_not_utf8(tmp_path, small_calib):
     assert data.count(b"relu1") == 1
     (tmp_path / "bad.onnx").write_bytes(data.replace(b"relu1", b"rel\xec1"))
     compile_fails(tmp_path, [tmp_path / "bad.onnx", "--calib", small_calib], "not valid UTF-8")
+
+
+def test_a_folder_or_an_artifact_is_not_a_model(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeq.cli import main
+
+    (tmp_path / "m.mlpackage").mkdir()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    for p, what in (("m.mlpackage", "a compiled artifact"), ("plain", "a folder"), ("m.tflite", "a compiled artifact")):
+        r = CliRunner().invoke(main, ["inspect", str(tmp_path / p)])
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and f"{what}, not a model" in r.output, r.output
