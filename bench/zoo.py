@@ -171,6 +171,16 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
+def high_water_mb(wrapper_pid: int) -> float:
+    """VmHWM of the compile under the wrapper so far (Linux /proc), NaN where unreadable."""
+    try:
+        child = Path(f"/proc/{wrapper_pid}/task/{wrapper_pid}/children").read_text().split()[0]
+        kb = re.search(r"^VmHWM:\s*(\d+) kB", Path(f"/proc/{child}/status").read_text(), re.M).group(1)
+        return int(kb) / 1024
+    except (OSError, IndexError, AttributeError):
+        return float("nan")
+
+
 def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "edgeq.cli", "compile", str(zoo.model), "--target", target, "--calib", str(calib),
            "--val", str(val), "-o", str(out), "--json"]
@@ -185,10 +195,11 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
         # its own session: on timeout the wrapper and the compile under it are killed together
         proc = subprocess.Popen([sys.executable, "-c", _WRAP, str(rss), *cmd], stdout=fo, stderr=fe, env=env,
                                 cwd=str(out.parent), start_new_session=True)
-        timed_out = False
+        timed_out, hwm = False, float("nan")
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            hwm = high_water_mb(proc.pid)  # the wrapper cannot report it once killed
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             timed_out = True
@@ -196,7 +207,7 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
             os.killpg(proc.pid, signal.SIGKILL)
             raise
         seconds = time.perf_counter() - start
-    peak = int(rss.read_text()) / 1024 if rss.is_file() else float("nan")
+    peak = int(rss.read_text()) / 1024 if rss.is_file() else hwm if timed_out else float("nan")
     res = {"cmd": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_mb": round(peak, 1),
            "exit": proc.returncode}
     if timed_out:
