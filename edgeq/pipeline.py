@@ -177,8 +177,9 @@ def run_compile(model, opts: Options) -> dict:
             if hasattr(mod, "cross_checks"):  # a second runtime or the plan's simulation, on the first samples
                 verify["cross_checks"] = mod.cross_checks(artifact, lowered, tplan, first(val.arrays), first(ref), first(got))
             # Alternating with the float graph: both see the same machine noise.
-            runs = min(opts.latency_runs, 5) if getattr(runner, "reference_executor", False) else opts.latency_runs  # not the device's speed
-            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)), runs=runs)
+            reference = getattr(runner, "reference_executor", False)  # timings say nothing about the device: few runs
+            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
+                                                warmup=1 if reference else 5, runs=min(opts.latency_runs, 2) if reference else opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             facts["warnings"] += quality_warnings(name, verify, float_lat["p50"], quant_lat["p50"],
                                                   timed=not getattr(runner, "reference_executor", False))
