@@ -42,7 +42,7 @@ def measure_latency(runner, feeds: dict, warmup: int = 5, runs: int = 50, budget
     return measure_runners([runner], feeds, warmup, runs, budget_s)[0]
 
 
-def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 8.0) -> tuple[dict, dict]:
+def measure_pair(float_runner, quant_runner, feeds: dict, warmup: int = 5, runs: int = 50, budget_s: float = 4.0) -> tuple[dict, dict]:
     """Float and quantized latency measured alternately."""
     flt, quant = measure_runners([float_runner, quant_runner], feeds, warmup, runs, budget_s)
     return flt, quant
