@@ -168,22 +168,14 @@ def layout_page(seed: int, width: int = 608, height: int = 800) -> tuple[np.ndar
                 boxes.append(("figure", fbox))
                 n_fig += 1
                 cf = font(rng, max(10, body.size - 1), bold=False)
-                cap = f"Figure {n_fig}. {_phrase(rng, int(rng.integers(3, 8)))}"
-                while draw.textlength(cap, font=cf) > col_w:
-                    cap = " ".join(cap.split()[:-1])
-                cx = x + (col_w - draw.textlength(cap, font=cf)) / 2
-                boxes.append(("figure_caption", draw.textbbox((cx, fbox[3] + 6), cap, font=cf)))
-                draw.text((cx, fbox[3] + 6), cap, fill=ink, font=cf)
+                _caption(draw, boxes, "figure_caption", f"Figure {n_fig}. {_phrase(rng, int(rng.integers(3, 8)))}",
+                         cf, x, col_w, fbox[3] + 6, ink)
                 yc = fbox[3] + 6 + int(cf.size * 2.5)
             elif kind == "table" and room > 150:
                 n_tab += 1
                 cf = font(rng, max(10, body.size - 1), bold=True)
-                cap = f"Table {n_tab}. {_phrase(rng, int(rng.integers(2, 6)))}"
-                while draw.textlength(cap, font=cf) > col_w:
-                    cap = " ".join(cap.split()[:-1])
-                cx = x + (col_w - draw.textlength(cap, font=cf)) / 2
-                boxes.append(("table_caption", draw.textbbox((cx, yc), cap, font=cf)))
-                draw.text((cx, yc), cap, fill=ink, font=cf)
+                _caption(draw, boxes, "table_caption", f"Table {n_tab}. {_phrase(rng, int(rng.integers(2, 6)))}",
+                         cf, x, col_w, yc, ink)
                 yc += int(cf.size * 1.8)
                 th = int(min(room - 60, rng.uniform(90, 220)))
                 tbox = (x, yc, x + col_w, yc + th)
@@ -275,3 +267,12 @@ def captcha_click(seed: int, size: int = 416) -> tuple[np.ndarray, list[tuple[fl
         boxes.append(tuple(float(v) for v in b))
     page = np.asarray(img).astype(np.float32) + rng.normal(0, 4, (size, size, 3))
     return np.clip(page, 0, 255).astype(np.uint8), boxes
+
+
+def _caption(draw, boxes: list, kind: str, cap: str, cf, x: int, col_w: int, y: int, ink) -> None:
+    """A centred caption line, cut to the column width, drawn and recorded as a `kind` box."""
+    while draw.textlength(cap, font=cf) > col_w:
+        cap = " ".join(cap.split()[:-1])
+    cx = x + (col_w - draw.textlength(cap, font=cf)) / 2
+    boxes.append((kind, draw.textbbox((cx, y), cap, font=cf)))
+    draw.text((cx, y), cap, fill=ink, font=cf)
