@@ -56,6 +56,7 @@ def compile_entry(root: Path, entry: Entry, target: str) -> None:
         params = dict(compile_command.make_context("compile", args).params)
         params.pop("as_json")
         params.pop("quiet")
+        params.pop("output_file")
         model = params.pop("model")
         opts = compile_options(model, progress=False, **params)
         try:
