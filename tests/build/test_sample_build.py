@@ -53,12 +53,28 @@ def test_sample_project_builds_cached_and_gated(tmp_path):
         assert drop["unit"] == "accuracy points" and drop["passed"]
     before = tree_bytes(app / "ml" / "build")
 
+    # copy_to (not in the cache key): the app's assets folder and a firmware folder receive the artifacts.
+    toml = (app / "ml" / "edgeq.toml").read_text()
+    (app / "ml" / "edgeq.toml").write_text(toml.replace("options = { act_bits = 8 }\n", "options = { act_bits = 8 }\n"
+                                                        'copy_to = { tflite = "../src/main/assets", tflm = "../firmware/fashion" }\n'))
+
     # The README's Xcode Run Script phase, as Xcode runs it (bash, SRCROOT set): every target restored.
     xcode = subprocess.run(["bash", "-e", "-c", snippet("sh", "**Xcode**")], env={**env, "SRCROOT": str(app)},
                            capture_output=True, text=True)
     assert xcode.returncode == 0, xcode.stderr
-    assert [t["cache"] for t in json.loads((app / "ml" / "build.json").read_text())["entries"][0]["targets"]] == ["hit"] * 3
+    targets = json.loads((app / "ml" / "build.json").read_text())["entries"][0]["targets"]
+    assert [t["cache"] for t in targets] == ["hit"] * 3
+    assert [t.get("copied_to") for t in targets] == [None, "../src/main/assets/fashion_cnn.tflite",
+                                                     "../firmware/fashion/fashion_cnn.micro.tflite"]
+    assert tree_bytes(app / "src/main/assets") == {"fashion_cnn.tflite": before["fashion/tflite/fashion_cnn.tflite"]}
+    firmware = tree_bytes(app / "firmware/fashion")
+    shipped = [a["path"].removeprefix("build/") for a in targets[2]["artifacts"]]
+    assert {f"fashion/tflm/{k}": v for k, v in firmware.items()} == {
+        k: before[k] for k in shipped if k not in ("fashion/tflm/plan.json", "fashion/tflm/report.json")}
+    assert {"fashion_cnn_model_data.c", "CMakeLists.txt", "library.json", "zephyr/module.yml"} <= set(firmware)
+    assert not (app / "ml" / "edgeq-inputs.xcfilelist").exists()  # no coreml copy, no Xcode file lists
     assert tree_bytes(app / "ml" / "build") == before
+    (app / "ml" / "edgeq.toml").write_text(toml)
 
     # The README's Gradle task: its workingDir and commandLine, exactly.
     gradle = snippet("groovy", "**Gradle**")
