@@ -142,6 +142,11 @@ def arena_bytes(data: bytes, source: str = "model") -> int:
             interp.print_allocations()
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "load failed"
+            _flush_c_stdio()
+            cap.seek(0)
+            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", cap.read().decode(errors="replace"))))
+            if missing:  # what TFLite Micro printed: the op it has no kernel for
+                reason = f"{reason}: no TFLite Micro kernel for {', '.join(missing)}"
             raise ModelError(f"{source}: TFLite Micro cannot run the lowered model ({reason}); "
                              "check its ops against TFLite Micro's kernels, or use --target tflite") from None
         finally:

@@ -109,3 +109,14 @@ def test_sample_project_builds_cached_and_gated(tmp_path):
     build = json.loads((app / "ml" / "build.json").read_text())
     assert [t["status"] for e in build["entries"] for t in e["targets"]] == ["failed"] * 7
     assert tree_bytes(app / "ml" / "build") == before
+
+
+def test_sample_vit_is_refused_for_tflm_naming_the_missing_kernel(tmp_path):
+    """The sample's ViT has no tflm target: TFLite Micro has no GELU kernel, and the error says so."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "edgeq", "compile", SAMPLES / "fashion_vit.onnx", "--target", "tflm",
+                        "--calib", SAMPLES / "fashion_calib.npz", "--out", tmp_path / "out", "--quiet", "--act-bits", "8"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "no TFLite Micro kernel for GELU" in r.stderr
+    assert "no GELU kernel" in (SAMPLES / "build" / "edgeq.toml").read_text()
