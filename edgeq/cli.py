@@ -189,6 +189,8 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--no-ort-format", is_flag=True, help="Do not write the .ort (ORT Mobile) file beside the .onnx artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (no table, no progress bars).")
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bars; warnings still go to stderr, one line each.")
+@click.option("--output-file", "output_file", type=click.Path(), default=None,
+              help="One target only: also copy its artifact to exactly this path (for build tools that want one file).")
 @click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
               help="tflite/tflm: artifact I/O dtype (int8: the plan's grid at the boundary; default float32).")
 @click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
@@ -211,7 +213,8 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--int4", "ort_int4", is_flag=True, default=None,
               help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
-def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, quiet, seed, **target_kw):  # noqa: A001
+def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, quiet, seed,  # noqa: A001
+            output_file=None, **target_kw):
     """Quantize MODEL (.onnx or .pt2), lower it for each target, verify and profile it.
 
     \b
@@ -221,9 +224,14 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
     from edgeq.pipeline import run_compile
     from edgeq.report import relative_paths, table
 
+    if output_file is not None and len(parse_targets(targets)) != 1:
+        raise EdgeqError(f"--output-file {output_file}: give exactly one --target (got {', '.join(parse_targets(targets))}); "
+                         "with several, read each artifact's path from report.json")
     opts = compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed,
                            progress=not (as_json or quiet) and sys.stderr.isatty(), **target_kw)
     report = run_compile(model, opts)
+    if output_file is not None:
+        copy_artifact(opts.out / report["targets"][0]["artifact"], Path(output_file))
     if as_json:
         click.echo(json.dumps(relative_paths(report, opts.out.resolve()), indent=2, sort_keys=True))
     elif quiet:
@@ -231,6 +239,21 @@ def compile(model, targets, calib, val, plan, force, out, input_shapes, threads,
             click.echo(f"edgeq: warning: {one_line(str(w))}", err=True)
     else:
         click.echo(table(report))
+
+
+def copy_artifact(src: Path, dest: Path) -> None:
+    """Copy an artifact (a file, or a folder such as an .mlpackage) to exactly DEST, replacing what is there."""
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    if src.is_dir():
+        shutil.copytree(src, dest)
+    else:
+        shutil.copyfile(src, dest)
 
 
 def compile_options(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, seed, progress,

@@ -14,6 +14,9 @@
     max_bytes = "400KB"
     max_latency_ms = 2.0                 # host p50 measured on the build machine,
     latency_device = "pixel8"            # or this device's estimate (one of the entry's devices)
+    [model.copy_to]                      # after a build that passed its gates (and on cache hits):
+    tflite = "app/src/main/assets"       # the artifact into this folder (relative to this file's folder);
+    coreml = "ios/App"                   # coreml also writes edgeq-inputs/-outputs.xcfilelist beside this file
 
 Every mistake is one line naming the key (`edgeq.toml: model[0].targets: unknown target 'foo'`; entries
 count from 0), raised before anything is compiled.
@@ -47,7 +50,7 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "seed": ("--seed", "value"), "threads": ("--threads", "value"), "rate": ("--rate", "value"),
 }
 GATES = ("max_drop", "min_sqnr_db", "max_bytes", "max_latency_ms", "latency_device")
-ENTRY_KEYS = ("name", "source", "calib", "val", "targets", "devices", "input_shape", "options", "out", "gates")
+ENTRY_KEYS = ("name", "source", "calib", "val", "targets", "devices", "input_shape", "options", "out", "gates", "copy_to")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -64,6 +67,7 @@ class Entry:
     options: dict = field(default_factory=dict)
     out: str = ""
     gates: dict = field(default_factory=dict)  # gate -> limit (max_bytes in bytes)
+    copy_to: dict[str, str] = field(default_factory=dict)  # target -> folder (relative to the config's folder)
 
     def compile_args(self, target: str) -> list[str]:
         """`edgeq compile` arguments for one target (paths relative to the config's folder)."""
@@ -225,8 +229,22 @@ def parse_entry(m: dict, index: int, root: Path, err) -> Entry:
     gates = parse_gates(m.get("gates", {}), err)
     if gates.get("latency_device") not in (None, "host_x86_64", *devices):
         err("gates.latency_device", f"'{gates['latency_device']}' is not among the entry's devices; add it to devices")
-    entry = Entry(index=index, name=name, source=source, calib=calib, val=val, targets=expand_all(targets),
-                  devices=devices, input_shape=shapes, options=options, out=out, gates=gates)
+    targets = expand_all(targets)
+    copy_to = m.get("copy_to", {})
+    if not isinstance(copy_to, dict):
+        err("copy_to", "expected a table: target = folder, e.g. { tflite = \"app/src/main/assets\" }")
+    for t, folder in copy_to.items():
+        if t not in targets:
+            err(f"copy_to.{t}", f"'{t}' is not among the entry's targets ({', '.join(targets)})")
+        if not isinstance(folder, str) or not folder.strip():
+            err(f"copy_to.{t}", "expected a folder (a non-empty string, relative to the config's folder)")
+        if Path(folder).is_absolute():
+            err(f"copy_to.{t}", f"'{folder}' is absolute; give a folder relative to the config's folder")
+        dest, own = (root / folder).resolve(), (root / out).resolve()
+        if dest == own or own in dest.parents:
+            err(f"copy_to.{t}", f"'{folder}' is inside the entry's out folder '{out}', which each build replaces")
+    entry = Entry(index=index, name=name, source=source, calib=calib, val=val, targets=targets,
+                  devices=devices, input_shape=shapes, options=options, out=out, gates=gates, copy_to=copy_to)
     check_options(entry, err)
     return entry
 

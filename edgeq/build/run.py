@@ -6,6 +6,9 @@ Cache hits are restored in this process; misses run in up to `jobs` worker proce
 build root lists, per entry and target, the artifacts (paths relative to the build root, sha256), the gates
 with their measured values, cache hit / miss and seconds.
 
+An entry's `copy_to` folders receive its artifacts once they passed their gates (cache hits too); a coreml
+copy also writes edgeq-inputs.xcfilelist / edgeq-outputs.xcfilelist beside the config for Xcode.
+
 Exit codes: 0 ok, 1 a bug in edgeq, 2 a user error (config, model, data), 3 a quality gate failed.
 """
 
@@ -56,6 +59,7 @@ def compile_entry(root: Path, entry: Entry, target: str) -> None:
         params = dict(compile_command.make_context("compile", args).params)
         params.pop("as_json")
         params.pop("quiet")
+        params.pop("output_file")
         model = params.pop("model")
         opts = compile_options(model, progress=False, **params)
         try:
@@ -214,6 +218,7 @@ def run_build(config: BuildConfig, jobs: int | None = None, use_cache: bool = Tr
             results.setdefault((e.index, t), {"status": "skipped", "cache": None, "key": None, "seconds": 0.0,
                                               "error": "not built: an earlier entry failed (--keep-going builds the rest)"})
     build, code = assemble(config, results, echo)
+    copy_artifacts(config, build)
     write_text(root / "build.json", dumps_json(build))
     return build, code
 
@@ -243,6 +248,78 @@ def assemble(config: BuildConfig, results: dict, echo) -> tuple[dict, int]:
              "exit_codes": {"0": "ok", "1": "bug in edgeq", "2": "user error", "3": "quality gate failed"},
              "entries": entries}
     return build, code
+
+
+XCODE_INPUTS, XCODE_OUTPUTS = "edgeq-inputs.xcfilelist", "edgeq-outputs.xcfilelist"
+
+
+def copy_artifacts(config: BuildConfig, build: dict) -> None:
+    """Copy each target that passed its gates (its artifact and the files beside it: .ort, the TFLite Micro package)
+    into its copy_to folder (noted as `copied_to` in build.json), and for
+    coreml copies write the Xcode file lists. An unchanged artifact is not rewritten (only touched), so Xcode and
+    Gradle see no change to rebuild from."""
+    root = config.root
+    inputs, outputs = [], []
+    for e, item in zip(config.entries, build["entries"], strict=True):
+        for t in item["targets"]:
+            folder = e.copy_to.get(t["target"])
+            if folder is None:
+                continue
+            src = root / t["artifact"] if t.get("artifact") else None
+            dest = root / folder / src.name if src is not None else None
+            if t["target"] == "coreml":
+                inputs += [root / e.source, *[root / p for p in (e.calib, e.val) if p and p != "random"]]
+                outputs.append(dest if dest is not None else root / folder)
+            if t["status"] != "ok":
+                continue
+            out = root / e.out / t["target"]
+            for a in t["artifacts"]:  # the artifact and its companions (.ort, the firmware package), not plan/report
+                rel = (root / a["path"]).relative_to(out)
+                if rel.as_posix() in ("plan.json", "report.json"):
+                    continue
+                to = root / folder / rel
+                if not to.exists() or file_sha256(to) != a["sha256"]:
+                    copy_path(root / a["path"], to)
+                else:
+                    os.utime(to)
+            t["copied_to"] = os.path.relpath(dest, root).replace(os.sep, "/")
+    if outputs:
+        from edgeq.fileio import write_text
+
+        write_text(root / XCODE_INPUTS, xcfilelist([*dict.fromkeys(inputs), config.path]))
+        write_text(root / XCODE_OUTPUTS, xcfilelist(outputs))
+
+
+def xcfilelist(paths) -> str:
+    """One path a line; under $SRCROOT (set when Xcode runs the phase) as $(SRCROOT)/..., so the lists can be
+    committed with the project, else absolute."""
+    srcroot = os.environ.get("SRCROOT")
+    lines = []
+    for p in paths:
+        p = Path(p).resolve()
+        if srcroot and Path(srcroot).resolve() in p.parents:
+            lines.append("$(SRCROOT)/" + p.relative_to(Path(srcroot).resolve()).as_posix())
+        else:
+            lines.append(p.as_posix())
+    return "\n".join(lines) + "\n"
+
+
+def copy_path(src: Path, dest: Path) -> None:
+    """Replace DEST with a copy of SRC (a file, or a folder such as an .mlpackage) through a temporary sibling."""
+    import shutil
+    import uuid
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.edgeq-{uuid.uuid4().hex[:8]}")
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    os.replace(tmp, dest)
 
 
 def _one_line(text: str) -> str:

@@ -26,7 +26,7 @@ from edgeq.fileio import dumps_json, write_bytes, write_text
 from edgeq.graph import Graph, node_name
 from edgeq.lower import target_data
 from edgeq.lower import tflite as T
-from edgeq.lower.tflm_package import c_header, c_source, ops_header
+from edgeq.lower.tflm_package import build_glue, c99_source, c_header, c_source, ops_header
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import register_runner
 
@@ -100,16 +100,26 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     write_text(header, c_header(symbol, len(data), arena + ARENA_MARGIN, artifact.inputs, artifact.outputs))
     write_text(source, c_source(symbol, header.name, data))
     write_text(ops_path, ops_header(symbol, ctx.w.op_names))
+    c99 = out_dir / f"{stem}_model_data.c"
+    write_text(c99, c99_source(symbol, header.name, data))
+    glue = build_glue(symbol, source.name, c99.name, [header.name, ops_path.name], f"0.0.0+{artifact.sha256()[:12]}")
+    glue_paths = []
+    for rel, text in glue.items():
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / rel, text)
+        glue_paths.append(out_dir / rel)
     manifest = {
         "model": path.name, "sha256": artifact.sha256(), "bytes": len(data),
-        "c_array": {"source": source.name, "header": header.name, "symbol": f"{symbol}_model", "alignment": 16},
+        "c_array": {"source": source.name, "header": header.name, "symbol": f"{symbol}_model", "alignment": 16,
+                    "c99_source": c99.name},
+        "build_glue": sorted(glue),
         "ops_header": {"file": ops_path.name, "function": f"{symbol}_register_ops", "resolver": f"{symbol.upper()}_OpResolver"},
         "arena_bytes_measured": arena, "arena_bytes": arena + ARENA_MARGIN,
         "inputs": [s.to_json() for s in artifact.inputs], "outputs": [s.to_json() for s in artifact.outputs],
         "ops": sorted(set(ctx.w.op_names)), "plan_sha256": plan.sha256(),
     }
     write_text(manifest_path, dumps_json(manifest))
-    artifact.files += [source, header, ops_path, manifest_path]
+    artifact.files += [source, c99, header, ops_path, *glue_paths, manifest_path]
     artifact.extra.update(tflm_arena_bytes=arena + ARENA_MARGIN, tflm_manifest=str(manifest_path))
     return artifact
 
@@ -132,6 +142,11 @@ def arena_bytes(data: bytes, source: str = "model") -> int:
             interp.print_allocations()
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "load failed"
+            _flush_c_stdio()
+            cap.seek(0)
+            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", cap.read().decode(errors="replace"))))
+            if missing:  # what TFLite Micro printed: the op it has no kernel for
+                reason = f"{reason}: no TFLite Micro kernel for {', '.join(missing)}"
             raise ModelError(f"{source}: TFLite Micro cannot run the lowered model ({reason}); "
                              "check its ops against TFLite Micro's kernels, or use --target tflite") from None
         finally:

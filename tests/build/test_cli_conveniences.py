@@ -50,3 +50,22 @@ def test_compile_unknown_target_with_all_is_one_line(small_model, small_calib, t
     r = _run("compile", small_model, "--target", "all,foo", "--calib", small_calib, "--out", tmp_path / "o", "--quiet")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "foo" in r.stderr
+
+
+def test_compile_output_file_copies_the_one_artifact(small_model, small_calib, tmp_path):
+    out, dest = tmp_path / "out", tmp_path / "app" / "assets" / "model.tflite"
+    r = _run("compile", small_model, "--target", "tflite", "--calib", small_calib, "--out", out, "--quiet",
+             "--act-bits", "8", "--output-file", dest)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert dest.read_bytes() == (out / report["targets"][0]["artifact"]).read_bytes()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.tflite"]  # exactly PATH, nothing beside it
+
+
+def test_compile_output_file_refuses_several_targets_before_any_work(small_model, small_calib, tmp_path):
+    for spec in ("ort,tflite", "all"):
+        r = _run("compile", small_model, "--target", spec, "--calib", small_calib, "--out", tmp_path / "o",
+                 "--output-file", tmp_path / "m.bin")
+        assert r.returncode == 2
+        assert len(r.stderr.strip().splitlines()) == 1 and "--output-file" in r.stderr and "one --target" in r.stderr
+        assert not (tmp_path / "o").exists() and not (tmp_path / "m.bin").exists()

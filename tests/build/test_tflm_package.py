@@ -90,3 +90,57 @@ def test_ops_header_registers_exactly_the_models_ops(package):
     assert "typedef tflite::MicroMutableOpResolver<SMALL_OP_COUNT> SMALL_OpResolver;" in text
     assert "inline TfLiteStatus small_register_ops(SMALL_OpResolver& resolver)" in text
     assert manifest["ops"] == ops and manifest["ops_header"]["function"] == "small_register_ops"
+
+
+ALIGNED_C = r"""
+#include <stdint.h>
+#include "small_model_data.h"
+int aligned(void) { return ((uintptr_t)small_model % 16u) == 0u; }
+"""
+
+
+def test_c99_array_compiles_links_and_is_aligned(package, tmp_path):
+    art, out, manifest = package
+    assert manifest["c_array"]["c99_source"] == "small_model_data.c" and out / "small_model_data.c" in art.files
+    (tmp_path / "main.c").write_text(MAIN_C.replace("int main(void) {", "int aligned(void);\nint main(void) {\n  if (!aligned()) return 2;"))
+    (tmp_path / "aligned.c").write_text(ALIGNED_C)
+    for f in ("small_model_data.h", "small_model_data.c"):
+        shutil.copy(out / f, tmp_path / f)
+    c99 = ["gcc", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+    for src in ("small_model_data.c", "main.c", "aligned.c"):
+        _run([*c99, "-c", src, "-o", src + ".o"], tmp_path)
+    _run(["gcc", "main.c.o", "aligned.c.o", "small_model_data.c.o", "-o", "prog"], tmp_path)  # no C++ anywhere
+    r = _run([str(tmp_path / "prog")], tmp_path)
+    assert r.stdout == art.path.read_bytes()  # the C array's bytes are the .tflite, 16-byte aligned (exit 0)
+
+
+def test_build_glue_names_the_files_that_exist(package, tmp_path):
+    import yaml
+
+    art, out, manifest = package
+    glue = ["CMakeLists.txt", "library.json", "zephyr/CMakeLists.txt", "zephyr/module.yml"]
+    assert manifest["build_glue"] == glue and all(out / g in art.files for g in glue)
+    cmake = (out / "CMakeLists.txt").read_text()
+    sources = re.findall(r"add_library\(small_model STATIC (\S+)\)", cmake)
+    assert sources == ["small_model_data.c", "small_model_data.cc"] and all((out / s).is_file() for s in sources)
+    assert "target_include_directories(small_model PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})" in cmake
+    lib = json.loads((out / "library.json").read_text())
+    assert lib["name"] == "small_model" and lib["build"]["srcFilter"] == ["-<*>", "+<small_model_data.cc>"]
+    assert all((out / h).is_file() for h in lib["headers"])
+    module = yaml.safe_load((out / "zephyr/module.yml").read_text())
+    assert module == {"name": "small_model", "build": {"cmake": "zephyr"}}
+    zsrc = re.findall(r"\$\{CMAKE_CURRENT_LIST_DIR\}/(\S+)\)", (out / "zephyr/CMakeLists.txt").read_text())
+    assert zsrc == ["../small_model_data.c", ".."] and all((out / "zephyr" / s).exists() for s in zsrc)
+    if shutil.which("cmake"):  # the library builds as a firmware project would consume it, both ways
+        app = tmp_path / "app"
+        shutil.copytree(out, app / "model")
+        (app / "main.c").write_text(MAIN_C)
+        for c_only in ("OFF", "ON"):
+            lang = "C" if c_only == "ON" else "C CXX"
+            (app / "CMakeLists.txt").write_text(f"cmake_minimum_required(VERSION 3.13)\nproject(app LANGUAGES {lang})\n"
+                                                 "add_subdirectory(model)\nadd_executable(prog main.c)\n"
+                                                 "target_link_libraries(prog PRIVATE small_model)\n")
+            b = tmp_path / f"b{c_only}"
+            _run(["cmake", "-S", str(app), "-B", str(b), f"-DSMALL_MODEL_C_SOURCE={c_only}"], tmp_path)
+            _run(["cmake", "--build", str(b)], tmp_path)
+            assert _run([str(b / "prog")], tmp_path).stdout == art.path.read_bytes()

@@ -35,8 +35,9 @@ def lowered(tmp_path_factory):
 def test_c_array_and_manifest(lowered):
     art, _, out = lowered
     data = art.path.read_bytes()
-    names = sorted(p.name for p in art.files)
-    assert names == ["small.micro.tflite", "small.tflm.json", "small_model_data.cc", "small_model_data.h", "small_ops.h"]
+    names = sorted(p.relative_to(out).as_posix() for p in art.files)
+    assert names == ["CMakeLists.txt", "library.json", "small.micro.tflite", "small.tflm.json", "small_model_data.c",
+                     "small_model_data.cc", "small_model_data.h", "small_ops.h", "zephyr/CMakeLists.txt", "zephyr/module.yml"]
     cc = (out / "small_model_data.cc").read_text()
     assert "alignas(16) const unsigned char small_model[]" in cc
     body = cc.split("{", 1)[1].split("}", 1)[0]
