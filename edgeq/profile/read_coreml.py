@@ -52,7 +52,7 @@ def read_coreml(path: Path) -> ReadArtifact:
     producer: dict[str, str] = {}
     consumers: dict[str, int] = {}
     for op_type, args, outs in prog.steps:
-        prog._store(env, op_type, prog._resolve(args, env), outs)  # noqa: SLF001 (the executor's own step)
+        prog.step(env, op_type, args, outs)
         for o, _ in outs:
             producer[o] = op_type
         for bound in args.values():

@@ -300,3 +300,22 @@ def test_sub_container_linear_weights_are_stored_as_their_levels(bits, lut_entri
     np.testing.assert_allclose(coreml.make_runner(art).run({"x": x})["y"], want, rtol=2e-2, atol=2e-2)  # fp16 compute
     packed = sum(f.stat().st_size for f in art.path.rglob("weight.bin"))
     assert packed < 64 * k * (4 if bits <= 4 else 8) / 8  # below the int4 / int8 container
+
+
+def test_a_corrupt_op_in_a_package_is_one_line_naming_it(graph, tmp_path):
+    """A bit flip in model.mlmodel can rename an op's argument (fuzz: 'name' -> 'lame'): loading or
+    running it is a ModelError naming the op, for compile's runner and `edgeq profile` alike."""
+    from edgeq.errors import ModelError
+    from edgeq.lower.coreml.mil_exec import MILProgram
+
+    art = coreml.lower(graph, QuantPlan(model_sha256=graph.sha256()), tmp_path, "small", {"coreml_precision": "fp32"})
+    prog = MILProgram(art.path)
+    env = {**prog.consts, **{name: np.zeros((1, 1, 12, 12), dtype) for name, dtype in prog.inputs}}
+    for op_type, args, outs in prog.steps:
+        if op_type == "relu":
+            with pytest.raises(ModelError, match="MIL op 'relu'.*unexpected keyword argument 'lame'"):
+                prog.step(env, op_type, {**args, "lame": [("value", np.float32(1))]}, outs)
+            break
+        prog.step(env, op_type, args, outs)
+    else:
+        pytest.fail("no relu in the program")

@@ -122,7 +122,7 @@ class MILProgram:
         if op.type not in MIL_OPS:
             raise ModelError(f"{self.path}: MIL op '{op.type}' ({outs[0][0]}) has no reference implementation in edgeq")
         if op.type.startswith("constexpr_"):  # decompressed once, at load, like Core ML
-            self._store(self.consts, op.type, self._resolve(args, self.consts), outs)
+            self.step(self.consts, op.type, args, outs)
             return
         self.steps.append((op.type, args, outs))
 
@@ -150,17 +150,23 @@ class MILProgram:
                 raise ModelError(f"{self.path}: missing input '{name}'")
             env[name] = np.asarray(feeds[name]).astype(dtype)
         for op_type, args, outs in self.steps:
-            try:
-                kwargs = self._resolve(args, env)
-                if stacked and op_type == "reshape" and len(kwargs["shape"]) and int(kwargs["shape"][0]) == 1 \
-                        and np.shape(kwargs["x"])[:1] == (stacked,):
-                    kwargs["shape"] = [stacked, *[int(d) for d in kwargs["shape"][1:]]]
-                self._store(env, op_type, kwargs, outs)
-            except ModelError:
-                raise
-            except Exception as e:  # an op the reference cannot run: name it
-                raise ModelError(f"{self.path}: MIL op '{op_type}' ({outs[0][0]}) failed in the reference executor: {e}") from None
+            self.step(env, op_type, args, outs, stacked)
         return {k: env[k] for k in self.output_names}
+
+    def step(self, env: dict, op_type: str, args: dict, outs: list, stacked: int = 0) -> None:
+        """One op into `env`; an op the reference cannot run (or a corrupt program's op) is a ModelError naming it."""
+        try:
+            kwargs = self._resolve(args, env)
+            if stacked and op_type == "reshape" and len(kwargs["shape"]) and int(kwargs["shape"][0]) == 1 \
+                    and np.shape(kwargs["x"])[:1] == (stacked,):
+                kwargs["shape"] = [stacked, *[int(d) for d in kwargs["shape"][1:]]]
+            self._store(env, op_type, kwargs, outs)
+        except ModelError:
+            raise
+        except Exception as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(f"{self.path}: MIL op '{op_type}' ({outs[0][0] if outs else '?'}) failed in the reference executor "
+                             f"({reason}); re-run `edgeq compile` if the package was changed") from None
 
     def run_positional(self, arrays: list[np.ndarray], stacked: int = 0) -> list[np.ndarray]:
         out = self.run({name: a for (name, _), a in zip(self.inputs, arrays)}, stacked)
