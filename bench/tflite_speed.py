@@ -79,8 +79,9 @@ def conv_stack(channels: int = 64, size: int = 56, layers: int = 4) -> tuple[str
 
 
 def has_int8_dot() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = [f for f in ("avx512_vnni", "avx_vnni", "asimddp") if f" {f}" in flags]
+    from edgeq.hostcpu import cpu_info
+
+    found = [f for f in ("avx512_vnni", "avx_vnni", "asimddp") if f in cpu_info()["flags"]]
     return ", ".join(found) or "none (no VNNI / dot-product: int8 GEMMs are not faster than float here)"
 
 

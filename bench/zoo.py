@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -46,15 +45,12 @@ DEFAULT_MODELS = "orientation-pages,vad,ddddocr-old,ddddocr,layout,ddddocr-det" 
 
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or "?", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1)
-        flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split())
-    except (OSError, AttributeError):
-        pass
-    return {"model": model, "cores": os.cpu_count(),
-            "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}}
+    """This machine's CPU as edgeq itself reads it (edgeq/hostcpu.py)."""
+    from edgeq.hostcpu import cpu_info as host
+
+    info = host()
+    return {"model": info["model"], "cores": info["cores"],
+            "flags": {f: f in info["flags"] for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}}
 
 
 # -- running models ------------------------------------------------------------------------------
