@@ -65,17 +65,11 @@ def runs_integer(ctx: LoweringContext, node: onnx.NodeProto) -> bool:
     """Whether onnxruntime fuses the node into an integer kernel: Conv needs its input and its
     output (after a fused Relu / Clip) on an integer grid (QLinearConv); MatMul / Gemm only the
     input (a float output gives MatMulIntegerToFloat / QGemm with float output)."""
-    from edgeq.quant.build import FUSED_ACTIVATIONS
+    from edgeq.quant.build import grid_carrier
 
     if ctx.act_scale(node.input[0]) is None:
         return False
-    if node.op_type in ("MatMul", "Gemm"):
-        return True
-    out = node.output[0]
-    users = ctx.graph.consumers.get(out, [])
-    if out not in ctx.plan.activations and len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS:
-        out = users[0].output[0]
-    return ctx.act_scale(out) is not None
+    return node.op_type in ("MatMul", "Gemm") or ctx.act_scale(grid_carrier(ctx.graph, node)) is not None
 
 
 def dynamic_eligible(graph: Graph, node: onnx.NodeProto, wp: WeightPlan) -> bool:

@@ -59,15 +59,19 @@ def weight_entry(graph: Graph, k: int, node, bits: int = 8) -> WeightPlan:
     )
 
 
+def grid_carrier(graph: Graph, node) -> str:
+    """The tensor whose grid `node`'s output ends on: the Relu / Clip output when that alone
+    follows a Conv / Gemm / MatMul / Add (targets fuse it), else the node's own output."""
+    out = node.output[0]
+    users = graph.consumers.get(out, [])
+    if node.op_type in FUSES_ACTIVATION and len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS \
+            and out not in {o.name for o in graph.model.graph.output}:
+        return users[0].output[0]
+    return out
+
+
 def activations_to_quantize(graph: Graph, ranges: dict) -> list[str]:
-    fused = set()
-    for n in graph.nodes:
-        if n.op_type in FUSES_ACTIVATION:
-            out = n.output[0]
-            users = graph.consumers.get(out, [])
-            outputs = {o.name for o in graph.model.graph.output}
-            if len(users) == 1 and users[0].op_type in FUSED_ACTIVATIONS and out not in outputs:
-                fused.add(out)
+    fused = {n.output[0] for n in graph.nodes if grid_carrier(graph, n) != n.output[0]}
     return [name for name in ranges if name not in fused]
 
 
