@@ -58,13 +58,17 @@ def get_target(name: str):
 SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"}
 
 
-def unlowerable(graph, name: str) -> list[tuple[int, object]]:
-    """(index, node) of every node whose op the target's table lacks, in the graph as the target
-    lowers it (`lowering_view`: e.g. LiteRT binds the batch and folds the shape arithmetic)."""
-    mod = get_target(name)
-    table = getattr(mod, "OPS", {})
-    view = getattr(mod, "lowering_view", None)
-    g = view(graph) if view is not None else graph
+def lowered_view(graph, name: str):
+    """The graph as target `name` lowers it (`lowering_view`: e.g. LiteRT binds the batch and
+    folds the shape arithmetic); the graph itself for targets without one."""
+    view = getattr(get_target(name), "lowering_view", None)
+    return view(graph) if view is not None else graph
+
+
+def unlowerable(graph, name: str, view=None) -> list[tuple[int, object]]:
+    """(index, node) of every node of the lowered view whose op the target's table lacks."""
+    table = getattr(get_target(name), "OPS", {})
+    g = view if view is not None else lowered_view(graph, name)
     return [(k, n) for k, n in enumerate(g.nodes) if n.op_type not in table]
 
 
@@ -73,11 +77,12 @@ def check_lowerable(graph, name: str) -> None:
     from edgeq.errors import UnsupportedOpError
     from edgeq.graph import node_name
 
-    missing = unlowerable(graph, name)
+    view = lowered_view(graph, name)  # computed once: the op table and check_graph both read it
+    missing = unlowerable(graph, name, view)
     if not missing:
         check = getattr(get_target(name), "check_graph", None)  # e.g. tflm: does it fit a microcontroller
         if check is not None:
-            check(graph)
+            check(graph, view)
         return
     k, n = missing[0]
     ops = sorted({m.op_type for _, m in missing})

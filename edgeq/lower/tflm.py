@@ -54,9 +54,10 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def check_graph(graph: Graph) -> None:
-    """Before calibration: int8 weights (one byte per parameter at least) must fit the flash,
-    and the largest single op's int8 inputs + outputs (a lower bound on the arena) the SRAM."""
+def check_graph(graph: Graph, static: Graph) -> None:
+    """Before calibration: int8 weights (one byte per parameter of `graph` at least) must fit the
+    flash, and the largest single op's int8 inputs + outputs in `static` (the graph as lowered,
+    `lowering_view`; a lower bound on the arena) the SRAM."""
     caps = target_data(NAME)
     flash, sram = caps["mcu_flash_bytes"], caps["mcu_arena_bytes"]
     why = "use --target tflite for phones and Linux boards, or a smaller model or input"
@@ -64,7 +65,6 @@ def check_graph(graph: Graph) -> None:
         raise ModelError(f"{graph.source}: {graph.param_count():,} parameters need at least {_mib(graph.param_count())} "
                          f"of flash as int8; TFLite Micro targets microcontrollers with up to {_mib(flash)} "
                          f"(targets/tflm.toml mcu_flash_bytes): {why}")
-    static = lowering_view(graph)
     need, where = 0, None
     for k, n in enumerate(static.nodes):
         names = [t for t in (*n.input, *n.output) if t and not static.is_const(t)]
