@@ -182,7 +182,7 @@ def run_compile(model, opts: Options) -> dict:
                                                 warmup=1 if reference else 5, runs=min(opts.latency_runs, 2) if reference else opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             facts["warnings"] += quality_warnings(name, verify, float_lat["p50"], quant_lat["p50"],
-                                                  timed=not getattr(runner, "reference_executor", False))
+                                                  timed=not reference)
             entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
             if own_plan:

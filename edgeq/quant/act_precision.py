@@ -3,9 +3,9 @@
 Weight-only int8 of real models stays within a point; full int8 collapses because of a few
 activations (softmax inputs, residual / LayerNorm streams with outlier channels, logits).
 The search that finds them (ranking by simulation, then the smallest set kept wide that
-reaches the noise goal) is edgeq/quant/act_search.py. "Wide" is what every requested target can hold per tensor: int16 on ORT (16-bit QDQ),
-float elsewhere (LiteRT runs one integer width per model; Core ML has no int16 activations
-and runs float ones in fp16). Logits are widened when int8 makes argmax tie.
+reaches the noise goal) is edgeq/quant/act_search.py. "Wide" is float on every target today
+(`wide_bits`: int16 only where a target's toml says it runs faster than float; Core ML runs
+float activations in fp16). Logits are widened when int8 makes argmax tie.
 
 Before planning, `prepare_graph` applies the float-exact rewrites that need calibration
 data: sentinel masks scaled to the score range (edgeq/passes/sentinel.py) and
