@@ -213,6 +213,11 @@ def test_parallel_processes_and_pyproject_config(tmp_path):
     ("gates = { max_latency_ms = 3, latency_device = 'pixel8' }", "edgeq.toml: model[0].gates.latency_device: 'pixel8' is not among"),
 ])
 def test_config_errors_name_the_key(tmp_path, entry, message):
+    assert_config_error(tmp_path, entry, message)
+
+
+def assert_config_error(tmp_path, entry: str, message: str) -> None:
+    """The small model's entry plus `entry` lines is refused with one line starting with `message`."""
     toml = f'[[model]]\nname = "small"\nsource = "small.onnx"\ncalib = "calib.npz"\n{entry}\n'
     proj = make_project(tmp_path / "app", toml=toml)
     with pytest.raises(ConfigError) as e:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.build.config import ConfigError, load_config
-from tests.build.test_build import make_project, run_build
+from tests.build.test_build import assert_config_error, make_project, run_build
 
 COREML = """
 [[model]]
@@ -76,8 +75,4 @@ def test_coreml_copy_and_xcode_file_lists(tmp_path, monkeypatch):
     ('"assets"', "edgeq.toml: model[0].copy_to: expected a table"),
 ])
 def test_copy_to_errors_name_the_key(tmp_path, copy_to, message):
-    toml = f'[[model]]\nname = "small"\nsource = "small.onnx"\ncalib = "calib.npz"\ntargets = ["ort"]\ncopy_to = {copy_to}\n'
-    proj = make_project(tmp_path / "app", toml=toml)
-    with pytest.raises(ConfigError) as e:
-        load_config(None, cwd=proj)
-    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert_config_error(tmp_path, f'targets = ["ort"]\ncopy_to = {copy_to}', message)
