@@ -39,7 +39,7 @@ def inspect_model(model, targets: list[str], input_shapes: dict | None = None) -
     info["normalized_op_counts"] = normalized.op_counts()
     info["quantized_ops"] = quantized_ops(graph)
     for name in targets or target_names():
-        table = getattr(get_target(name), "OPS", {})
+        table = get_target(name).ops
         missing = sorted({f"{n.op_type} ({node_name(n, k)})" for k, n in unlowerable(normalized, name)})
         info["targets"][name] = {
             "lowerable": sorted(op for op in normalized.op_counts() if op in table),

@@ -78,7 +78,7 @@ def prepare(model, opts: Options) -> Graph:
     return graph
 
 
-def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Dataset, Dataset, dict]:
+def make_plan(graph: Graph, opts: Options, targets=()) -> tuple[QuantPlan, Dataset, Dataset, dict]:
     """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
     if opts.calib is None and opts.plan is None:
         raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
@@ -108,15 +108,15 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
         allowed = sorted(set.intersection(*[set(target_data(t).get("weight_bits", range(2, 9))) for t in opts.targets]))
         plan = build_mixed_plan(graph, calib, opts.targets[0] if len(opts.targets) == 1 else None, allowed, opts.quant,
                                 lambda label, n: progress_bar(label, n, opts.progress))
-        if len(modules) == 1:  # several targets: each adjusts its own copy (run_compile)
-            adjust_for_target(graph, plan, modules[0], opts)
+        if len(targets) == 1:  # several targets: each adjusts its own copy (run_compile)
+            plan = adjust_for_target(graph, plan, targets[0], opts)
     else:
         with progress_bar("calibrating", len(calib), opts.progress) as bar:
             ranges = observe(graph, calib, progress=bar.update)
         plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
         plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
-        if len(modules) == 1:  # several targets: each adjusts its own copy (run_compile)
-            adjust_for_target(graph, plan, modules[0], opts)
+        if len(targets) == 1:  # several targets: each adjusts its own copy (run_compile)
+            plan = adjust_for_target(graph, plan, targets[0], opts)
     act.after_plan(graph, plan, calib, facts)  # --act-bits auto: int8 / int16 / float per activation
     if calib is not None and calib.random:
         facts["warnings"] += calib.notes
@@ -126,18 +126,16 @@ def make_plan(graph: Graph, opts: Options, modules=()) -> tuple[QuantPlan, Datas
     return plan, calib, val, facts
 
 
-def adjust_for_target(graph: Graph, plan: QuantPlan, mod, opts: Options) -> QuantPlan:
+def adjust_for_target(graph: Graph, plan: QuantPlan, target, opts: Options) -> QuantPlan:
     """Let a target set what its kernels require (softmax output grid, ORT's 7-bit weights)."""
-    if hasattr(mod, "adjust_plan"):
-        mod.adjust_plan(graph, plan, {**opts.target_options, "devices": list(opts.devices)})
-    return plan
+    return target.plan_for(graph, plan, {**opts.target_options, "devices": list(opts.devices)})
 
 
-def plan_for_target(graph: Graph, plan: QuantPlan, mod, modules, opts: Options) -> QuantPlan:
+def plan_for_target(graph: Graph, plan: QuantPlan, target, targets, opts: Options) -> QuantPlan:
     """With several targets the shared plan stays neutral; each target lowers an adjusted copy."""
-    if len(modules) == 1 or opts.plan is not None or not hasattr(mod, "adjust_plan"):
+    if len(targets) == 1 or opts.plan is not None or not target.adjusts_plans():
         return plan
-    return adjust_for_target(graph, QuantPlan.from_dict(plan.to_dict()), mod, opts)
+    return adjust_for_target(graph, plan, target, opts)
 
 
 def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:  # noqa: A001
@@ -150,32 +148,33 @@ def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:
 def run_compile(model, opts: Options) -> dict:
     check_out_dir(opts.out)  # an output path that cannot be written: fail before any work
     check_threads(opts.threads)
-    modules = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
+    targets = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
-    plan, calib, val, facts = make_plan(graph, opts, modules)
+    plan, calib, val, facts = make_plan(graph, opts, targets)
     lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
-    for mod in modules:
-        if hasattr(mod, "check_plan"):
-            mod.check_plan(lowered, plan, opts.target_options)
+    for target in targets:
+        target.check_plan(lowered, plan, opts.target_options)
     stem = model_stem(model)
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
     ref = float_runner.run_batches(val, bs)
     entries = []
     with StagingDir(opts.out) as staging:
-        for name, mod in zip(opts.targets, modules):
-            tplan = plan_for_target(graph, plan, mod, modules, opts)
+        for name, target in zip(opts.targets, targets):
+            tplan = plan_for_target(graph, plan, target, targets, opts)
             own_plan = tplan is not plan and tplan.sha256() != plan.sha256()
             if own_plan:
                 write_text(staging.path / f"plan.{name}.json", tplan.to_json())  # what this target lowered, exactly
-            artifact = mod.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
+            artifact = target.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
+            payload = target.payload(artifact)  # the constants as written, read back from the artifact
             runner = make_runner(artifact, opts.threads)
             with progress_bar(f"verifying {name}", len(val), opts.progress) as bar:
                 got = run_batches(runner, val, bs, bar.update)
             verify = compare(ref, got, val.labels)
-            if hasattr(mod, "cross_checks"):  # a second runtime or the plan's simulation, on the first samples
-                verify["cross_checks"] = mod.cross_checks(artifact, lowered, tplan, first(val.arrays), first(ref), first(got))
+            cross = target.cross_checks(artifact, lowered, tplan, first(val.arrays), first(ref), first(got))
+            if cross is not None:  # a second runtime or the plan's simulation, on the first samples
+                verify["cross_checks"] = cross
             # Alternating with the float graph: both see the same machine noise.
             reference = getattr(runner, "reference_executor", False)  # timings say nothing about the device: few runs
             float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
@@ -183,12 +182,15 @@ def run_compile(model, opts: Options) -> dict:
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             facts["warnings"] += quality_warnings(name, verify, float_lat["p50"], quant_lat["p50"],
                                                   timed=not reference)
-            entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name)
+            entries[-1]["predicted_bytes"] = predicted_bytes(lowered, tplan, name, opts.target_options)
             entries[-1]["bytes_vs_predicted"] = round(entries[-1]["bytes"] / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
+            if payload is not None:
+                entries[-1]["payload_bytes"] = payload
+                entries[-1]["payload_vs_predicted"] = round(payload / max(entries[-1]["predicted_bytes"]["total"], 1), 4)
             if own_plan:
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
-                                                      getattr(runner, "load_seconds", None), opts.threads)
+                                                      getattr(runner, "load_seconds", None), opts.threads, opts.target_options)
         report, non_finite = finite_copy(build_report(graph, plan, calib, val, facts, entries, model))
         report["warnings"] += non_finite
         write_text(staging.path / "plan.json", plan.to_json())

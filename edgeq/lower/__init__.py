@@ -1,29 +1,17 @@
 """Lowerings: one module per target, each with a table from ONNX op to a lowering.
 
 A target module provides:
-    NAME, DESCRIPTION
-    OPS: dict[str, callable]            the op table (listable: `edgeq inspect --target X`)
+    NAME, OPS: dict[str, callable]      the op table (listable: `edgeq inspect --target X`)
     lower(graph, plan, out_dir, stem, options) -> Artifact
-    check_plan(graph, plan, options)    optional: raise PlanError if the target cannot hold it
-    adjust_plan(graph, plan, options)   optional: fix ranges the target's kernels require
-Modules are imported on first use, so a target's heavy dependency is only needed when used.
+and optionally check_plan, adjust_plan, lowering_view, check_graph, cross_checks and
+weight_storage. The rest of edgeq reaches a module only through `edgeq.target.Target`, which
+resolves those hooks once. Modules are imported on first use, so a target's heavy dependency is
+only needed when used.
 """
 
 from __future__ import annotations
 
-import importlib
-import tomllib
-from functools import cache
-from importlib import resources
-
-from edgeq.errors import EdgeqError
-
-TARGET_MODULES = {
-    "ort": "edgeq.lower.ort",
-    "tflite": "edgeq.lower.tflite",
-    "tflm": "edgeq.lower.tflm",
-    "coreml": "edgeq.lower.coreml",
-}
+from edgeq.target import TARGET_MODULES, available, get_target, target_data  # noqa: F401  (re-exported)
 
 
 def target_names() -> list[str]:
@@ -40,20 +28,6 @@ def expand_all(names: list[str]) -> list[str]:
     return out
 
 
-def available(name: str) -> bool:
-    spec = importlib.util.find_spec(TARGET_MODULES[name])
-    return spec is not None
-
-
-def get_target(name: str):
-    if name not in TARGET_MODULES or not available(name):
-        raise EdgeqError(f"unknown target '{name}'; choose one of {', '.join(target_names())} (`edgeq targets` lists them)")
-    try:
-        return importlib.import_module(TARGET_MODULES[name])
-    except ImportError as e:
-        raise EdgeqError(f"target '{name}' needs the package '{e.name}'; install it with pip install 'edgeq[{name}]'") from None
-
-
 # Shape arithmetic a target without dynamic shapes can only take once it folds to constants.
 SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"}
 
@@ -61,13 +35,12 @@ SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"}
 def lowered_view(graph, name: str):
     """The graph as target `name` lowers it (`lowering_view`: e.g. LiteRT binds the batch and
     folds the shape arithmetic); the graph itself for targets without one."""
-    view = getattr(get_target(name), "lowering_view", None)
-    return view(graph) if view is not None else graph
+    return get_target(name).view(graph)
 
 
 def unlowerable(graph, name: str, view=None) -> list[tuple[int, object]]:
     """(index, node) of every node of the lowered view whose op the target's table lacks."""
-    table = getattr(get_target(name), "OPS", {})
+    table = get_target(name).ops
     g = view if view is not None else lowered_view(graph, name)
     return [(k, n) for k, n in enumerate(g.nodes) if n.op_type not in table]
 
@@ -80,9 +53,7 @@ def check_lowerable(graph, name: str) -> None:
     view = lowered_view(graph, name)  # computed once: the op table and check_graph both read it
     missing = unlowerable(graph, name, view)
     if not missing:
-        check = getattr(get_target(name), "check_graph", None)  # e.g. tflm: does it fit a microcontroller
-        if check is not None:
-            check(graph, view)
+        get_target(name).check_graph(graph, view)  # e.g. tflm: does it fit a microcontroller
         return
     k, n = missing[0]
     ops = sorted({m.op_type for _, m in missing})
@@ -93,12 +64,3 @@ def check_lowerable(graph, name: str) -> None:
                  if unbound else "it computes a shape edgeq could not fold to a constant")
         hint = f"{cause} ({hint})"
     raise UnsupportedOpError(node_name(n, k), n.op_type, name, hint)
-
-
-@cache
-def target_data(name: str) -> dict:
-    """targets/<name>.toml: what the target holds (bit widths, runtime, sources)."""
-    path = resources.files("edgeq.targets").joinpath(f"{name}.toml")
-    if not path.is_file():
-        return {}
-    return tomllib.loads(path.read_text())

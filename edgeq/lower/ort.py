@@ -17,12 +17,13 @@ from edgeq.artifact import Artifact, IOSpec
 from edgeq.errors import PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
-from edgeq.lower import target_data
 from edgeq.lower.ort_format import write_ort_format
+from edgeq.lower.ort_storage import act_scale, bias_is_integer, stored_payload, weight_form, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.linear import storage_dtype
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.weights import fake_quant_weight, grid
 from edgeq.runners import OrtRunner, ort_cpu_ops, ort_session, register_runner
+from edgeq.target import target_data
 
 NAME = "ort"
 DESCRIPTION = target_data("ort").get("description", "")
@@ -44,42 +45,23 @@ def cpu_ops() -> frozenset[str]:
 
 
 def lower_weighted(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    """The weight becomes an int8 initializer behind DequantizeLinear; the bias int32."""
+    """The weight as ort_storage.weight_form decides: int8 / INT4 behind DequantizeLinear (bias
+    int32), DynamicQuantizeMatMul, or float32 values on the plan's grid for a float kernel."""
     wp = ctx.plan.weights.get(node.input[1])
     if wp is None or wp.bits is None or wp.tensor in ctx.done:
         return
     ctx.done.add(wp.tensor)
-    if ctx.plan.mode == "dynamic" and dynamic_eligible(ctx.graph, node, wp):
+    form = weight_form(ctx.graph, ctx.plan, node, wp, ctx.int4)
+    if form == "dynamic":
         lower_dynamic(ctx, node, wp)
         return
-    if ctx.plan.mode == "static" and not runs_integer(ctx, node):
+    if form == "float32":
         ctx.float_kernel_weight(wp)
         return
     ctx.quantize_weight(wp)
-    if wp.bias and wp.bias not in ctx.done and ctx.act_scale(wp.input) is not None and wp.granularity != "per_block":
+    if wp.bias and wp.bias not in ctx.done and bias_is_integer(ctx.plan, wp, form):
         ctx.done.add(wp.bias)
         ctx.quantize_bias(wp)
-
-
-def runs_integer(ctx: LoweringContext, node: onnx.NodeProto) -> bool:
-    """Whether onnxruntime fuses the node into an integer kernel: Conv needs its input and its
-    output (after a fused Relu / Clip) on an integer grid (QLinearConv); MatMul / Gemm only the
-    input (a float output gives MatMulIntegerToFloat / QGemm with float output)."""
-    from edgeq.quant.build import grid_carrier
-
-    if ctx.act_scale(node.input[0]) is None:
-        return False
-    return node.op_type in ("MatMul", "Gemm") or ctx.act_scale(grid_carrier(ctx.graph, node)) is not None
-
-
-def dynamic_eligible(graph: Graph, node: onnx.NodeProto, wp: WeightPlan) -> bool:
-    """MatMul/Gemm (plain alpha/beta, 2-D weight) with a linear per-tensor/per-output-channel grid."""
-    if node.op_type not in ("MatMul", "Gemm") or wp.scheme == "palette" or wp.granularity == "per_block":
-        return False
-    if graph.initializer(wp.tensor).ndim != 2 or len(graph.consumers.get(wp.tensor, [])) != 1:
-        return False
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return not attrs.get("transA", 0) and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
 
 
 def lower_dynamic(ctx: LoweringContext, node: onnx.NodeProto, wp: WeightPlan) -> None:
@@ -154,8 +136,7 @@ class LoweringContext:
         return notes
 
     def act_scale(self, name: str | None) -> float | None:
-        a = self.plan.activations.get(name) if name else None
-        return a.scale if a is not None and a.bits is not None else None
+        return act_scale(self.plan, name)
 
     def quantize_weight(self, wp: WeightPlan) -> None:
         if wp.scheme == "palette":

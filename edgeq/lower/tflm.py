@@ -21,20 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact
-from edgeq.errors import ModelError
+from edgeq.errors import ModelError, PlanError
 from edgeq.fileio import dumps_json, write_bytes, write_text
 from edgeq.graph import Graph, node_name
-from edgeq.lower import target_data
 from edgeq.lower import tflite as T
 from edgeq.lower.tflm_package import build_glue, c99_source, c_header, c_source, ops_header
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import register_runner
+from edgeq.target import target_data
 
 NAME = "tflm"
 DESCRIPTION = target_data("tflm").get("description", "")
 OPS = T.OPS
 lowering_view = T.lowering_view
-ARENA_MARGIN = 1024  # bytes added to the measured arena: the recording counts no slack for alignment on the device
+# Bytes added to the measured arena: the recording counts no slack for alignment on the device.
+ARENA_MARGIN = target_data("tflm")["arena_margin_bytes"]
 
 
 def _options(plan: QuantPlan, options: dict | None) -> dict:
@@ -42,12 +43,19 @@ def _options(plan: QuantPlan, options: dict | None) -> dict:
     options.setdefault("int4", False)  # TFLite Micro kernels take int8 filters; 4-bit stays on the int8 grid
     widths = {a.bits for a in plan.activations.values() if a.bits}
     if "io_dtype" not in options and plan.mode == "static" and widths == {8}:
-        options["io_dtype"] = "int8"
+        options["io_dtype"] = target_data(NAME)["io_dtype_default"]  # an MCU application feeds the plan's grid
     return options
 
 
 def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
     T.adjust_plan(graph, plan, options)
+
+
+def weight_storage(graph: Graph, plan: QuantPlan, options: dict | None = None) -> dict:
+    return T.weight_storage(graph, plan, _options(plan, options))  # LiteRT's rule, without INT4
+
+
+stored_payload = T.stored_payload
 
 
 def _mib(n: int) -> str:
@@ -78,12 +86,15 @@ def check_graph(graph: Graph, static: Graph) -> None:
 
 
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
+    if (options or {}).get("weights") == "float16":  # measured: AllocateTensors fails on the float16 DEQUANTIZE
+        raise PlanError("--weights-dtype float16: TFLite Micro has no float16 DEQUANTIZE kernel; use --weights-dtype "
+                        "float32 or quantized weights for --target tflm (or --target tflite)")
     T.check_plan(graph, plan, _options(plan, options))
 
 
 def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict | None = None) -> Artifact:
+    check_plan(graph, plan, options)
     options = _options(plan, options)
-    T.check_plan(graph, plan, options)
     data, ctx = T.build(graph, plan, options)
     arena = arena_bytes(data, graph.source)  # TFLite Micro itself says whether it can run every op
     if arena > target_data(NAME)["mcu_arena_bytes"]:

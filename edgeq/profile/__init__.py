@@ -15,6 +15,7 @@ from collections import Counter
 import numpy as np
 
 from edgeq.errors import EdgeqError
+from edgeq.target import TARGET_MODULES, get_target
 
 HOST_DEVICE = "host_x86_64"
 ESTIMATE_LABEL = ("estimate: roofline cost model x device profile (targets/devices/*.toml); "
@@ -110,11 +111,16 @@ def int8_kernels(target: str) -> frozenset | None:
     return None
 
 
-def profile_model(graph, plan, target: str, devices: list[str], rate: float, residency: dict | None = None) -> dict:
-    """Estimates for the quantized model and its float original on each device, plus memory."""
+def profile_model(graph, plan, target: str, devices: list[str], rate: float, residency: dict | None = None,
+                  options: dict | None = None) -> dict:
+    """Estimates for the quantized model and its float original on each device, plus memory.
+    options: the target options the artifact was written with (they decide its storage)."""
     from edgeq.profile.cost import Sizer, op_costs
 
-    quant = op_costs(graph, plan, int8_kernels=int8_kernels(target))
+    stored = None
+    if plan is not None and target in TARGET_MODULES:
+        stored = get_target(target).storage(graph, plan, options)
+    quant = op_costs(graph, plan, int8_kernels=int8_kernels(target), stored=stored)
     return profile_costs(quant, op_costs(graph, None), Sizer(graph, plan, 1).act_bytes,
                          Sizer(graph, None, 1).act_bytes, [s.name for s in graph.inputs], [s.name for s in graph.outputs],
                          target, devices, rate, residency)
@@ -192,11 +198,11 @@ def backend_residency(extra: dict) -> dict | None:
 
 
 def profile_artifact(artifact, graph, plan, devices, rate, measured: dict | None = None, float_measured: dict | None = None,
-                     load_seconds: float | None = None, threads: int = 1) -> dict:
+                     load_seconds: float | None = None, threads: int = 1, options: dict | None = None) -> dict:
     """The `profile` entry of a target in report.json (estimates + host measurements)."""
     devices = list(dict.fromkeys([*devices, HOST_DEVICE]))
     residency = backend_residency(artifact.extra)
-    prof = profile_model(graph, plan, artifact.target, devices, rate, residency)
+    prof = profile_model(graph, plan, artifact.target, devices, rate, residency, options)
     arena = artifact.extra.get("tflm_arena_bytes", artifact.extra.get("arena_bytes"))
     if arena is not None:  # TFLite Micro's recording allocator measured it (plus its margin)
         prof["memory"]["measured_arena_bytes"] = int(arena)
@@ -237,7 +243,7 @@ def profile_path(path, devices, rate, threads: int = 1, runs: int = 50, measure:
     if art.costs is not None:
         prof = profile_costs(*art.costs, art.target, devices, rate)
     else:
-        prof = profile_model(art.graph, art.plan, art.target, devices, rate)
+        prof = profile_model(art.graph, art.plan, art.target, devices, rate, options=art.options)
     prof = {"artifact": str(art.path), "target": art.target, "bytes": path_bytes(art.path),
             "quantized": art.quantized, **prof}
     if measure:

@@ -60,9 +60,10 @@ def _numel(shape, batch: int) -> int:
 class Sizer:
     """Element counts and byte widths of tensors under a plan."""
 
-    def __init__(self, graph: Graph, plan: QuantPlan | None, batch: int):
+    def __init__(self, graph: Graph, plan: QuantPlan | None, batch: int, stored: dict | None = None):
         self.graph, self.plan, self.batch = graph, plan, batch
         self.static = plan is not None and plan.mode == "static"
+        self.stored = stored or {}  # {tensor: quant.size.Stored}: the target's storage rule (Target.storage)
 
     def act_bits(self, name: str) -> int | None:
         a = self.plan.activations.get(name) if self.static else None
@@ -78,6 +79,8 @@ class Sizer:
         return self.numel(name) * (bits // 8 if bits else BYTES.get(self.graph.dtype(name) or "float32", 4))
 
     def weight_bytes(self, name: str) -> int:
+        if name in self.stored:  # what the artifact stores: codes, scales, zero points (one rule with the writer)
+            return int(round(self.stored[name].total))
         n = self.numel(name)
         wp = self.plan.weights.get(name) if self.plan is not None else None
         if wp is not None and wp.bits is not None:
@@ -125,12 +128,14 @@ def _precision(sz: Sizer, node, acts: list[str]) -> str:
     return "int16" if 16 in bits else "int8"
 
 
-def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None) -> list[OpCost]:
+def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None,
+             stored: dict | None = None) -> list[OpCost]:
     """Per-op costs in execution order (the graph's topological node order).
 
     int8_kernels: op types the runtime has integer kernels for (None: all); a quantized op
-    without one runs in float between a dequantize and a quantize kernel."""
-    sz = Sizer(graph, plan, batch)
+    without one runs in float between a dequantize and a quantize kernel. stored: the target's
+    storage rule's bytes per weight (Target.storage); without it, bits / 8 per element."""
+    sz = Sizer(graph, plan, batch, stored)
     nodes = graph.nodes
     costs: list[OpCost] = []
     for i, node in enumerate(nodes):

@@ -21,7 +21,7 @@ from edgeq.graph import Graph, node_name
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
-INT_BITS = {onnx.TensorProto.INT8: (8, True), onnx.TensorProto.UINT8: (8, False),
+INT_BITS = {onnx.TensorProto.INT4: (4, True), onnx.TensorProto.UINT4: (4, False), onnx.TensorProto.INT8: (8, True), onnx.TensorProto.UINT8: (8, False),
             onnx.TensorProto.INT16: (16, True), onnx.TensorProto.UINT16: (16, False)}
 
 
@@ -36,6 +36,7 @@ class ReadArtifact:
     costs: tuple | None = None
     artifact: object = None  # an edgeq.artifact.Artifact the target's runner can load
     quantized_io: bool = False
+    options: dict | None = None  # the target options the file shows it was written with (they decide its storage)
 
     @property
     def quantized(self) -> bool:
@@ -147,8 +148,9 @@ def undo_qdq(model: onnx.ModelProto, source: str) -> tuple[Graph, QuantPlan]:
         for w in n.input[1:2]:
             if w in weight_bits:
                 bits, scale = weight_bits[w]
+                bias = n.input[2] if len(n.input) > 2 and n.input[2] in weight_bits else None  # an int32 bias
                 plan.weights[w] = WeightPlan(w, node_name(n, i), n.op_type, list(graph.shape(w) or ()), bits, scale=scale,
-                                             input=n.input[0])
+                                             input=n.input[0], bias=bias)
     return graph, plan
 
 
@@ -156,7 +158,8 @@ def read_onnx(path: Path) -> ReadArtifact:
     model = _load_onnx(path)
     if any(n.op_type in QDQ for n in model.graph.node):
         graph, plan = undo_qdq(model, str(path))
-        return ReadArtifact(path, "ort", graph, plan)
+        int4 = any(t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) for t in model.graph.initializer)
+        return ReadArtifact(path, "ort", graph, plan, options={"ort_int4": int4})
     from edgeq.passes import run_passes
 
     # the same normalization compile applies (BN folded, Dropout gone), as the runtimes do too

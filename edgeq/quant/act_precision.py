@@ -22,10 +22,10 @@ from onnx import numpy_helper
 
 from edgeq.errors import PlanError
 from edgeq.graph import Graph, get_attr, node_name
-from edgeq.lower import target_data
 from edgeq.quant.act_search import choose
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import OrtRunner, batch_size_for
+from edgeq.target import target_data
 
 SAMPLES = 128  # calibration samples the measurements use
 ONE_INTEGER_WIDTH = {"tflite", "tflm"}  # LiteRT: one integer width per model (tflite check_plan)

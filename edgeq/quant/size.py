@@ -1,57 +1,103 @@
 """What a plan's artifact should weigh on a target: the payload the plan predicts.
 
-Packed weight codes at their planned bits, plus the quantization parameters the target's
-format stores per channel (targets/<name>.toml `[param_bytes]`: e.g. LiteRT keeps a float32
-scale and an int64 zero point per channel, for weights and int32 biases alike), plus every
-other parameter at 4 bytes. Graph structure (names, shapes, ops) is not payload.
+One rule per target gives the bytes each planned weight (codes + the quantization parameters the
+format stores) and its bias take in the artifact: `edgeq.target.Target.storage`, which is the
+target's own `weight_storage` where the writer decides something the plan alone does not say
+(ORT: float kernels, INT4 with --int4; LiteRT: INT4 kernels), else `generic_storage` below from
+the target's `[param_bytes]` (targets/<name>.toml: e.g. LiteRT keeps a float32 scale and an
+int64 zero point per channel). The predicted payload, the profiler's weight bytes and the
+writers all read it. Every other parameter counts at the format's float width. Graph structure
+(names, shapes, ops) is not payload.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgeq.graph import Graph
-from edgeq.lower import target_data
-from edgeq.quant.plan import QuantPlan
+from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.weights import storage_bits
 
-# Default: a float32 scale per channel and no stored zero point (symmetric).
-# code_containers: the widths the format packs codes into (a 7-bit code in an int8 byte).
-# float_bytes: bytes per parameter the format keeps float (and per weight the plan leaves float).
-# linear_code_containers / palette_code_containers: per scheme, where a format stores them apart.
-DEFAULT_PARAM_BYTES = {"weight_scale": 0, "weight_zero_point": 0, "bias_scale": 4, "bias_zero_point": 0,
-                       "code_containers": [1, 2, 3, 4, 5, 6, 7, 8], "float_bytes": 4, "bias_bytes": 4}
+
+@dataclass(frozen=True)
+class Stored:
+    """How one tensor sits in an artifact. codes: bytes of its values (codes, or floats for a
+    weight kept float); params: bytes of its scales, zero points and lookup tables."""
+
+    codes: float
+    params: int = 0
+    bias: bool = False
+
+    @property
+    def total(self) -> float:
+        return self.codes + self.params
 
 
-def predicted_bytes(graph: Graph, plan: QuantPlan, target: str | None = None) -> dict:
-    fmt = {**DEFAULT_PARAM_BYTES, **{k: v for k, v in (target_data(target).get("param_bytes", {}) if target else {}).items() if k != "source"}}
-    codes = 0
-    meta = 0
-    biases = set()
+def container_for(bits: int, containers) -> int:
+    """The narrowest container width the format packs a `bits`-bit code into."""
+    return min((c for c in containers if c >= bits), default=bits)
+
+
+def linear_bytes(w: WeightPlan, container: int, fmt: dict) -> Stored:
+    """Codes in `container` bits, + the plan's own scales (and zero points, palettes) as storage_bits
+    counts them, + the format's per-channel overhead beyond those (fmt weight_scale / weight_zero_point)."""
+    n = int(np.prod(w.shape))
+    channels = len(w.scale or [])
+    plan_params = (storage_bits(w) - w.bits * n) / 8
+    return Stored(container * n / 8, int(np.ceil(plan_params)) + channels * (fmt["weight_scale"] + fmt["weight_zero_point"]))
+
+
+def bias_bytes(graph: Graph, bias: str, fmt: dict, integer: bool = True) -> Stored:
+    n = int(np.prod(graph.initializer(bias).shape)) if graph.is_const(bias) else 0
+    if not integer:
+        return Stored(n * fmt["float_bytes"], 0, bias=True)
+    return Stored(n * fmt["bias_bytes"], n * (fmt["bias_scale"] + fmt["bias_zero_point"]), bias=True)
+
+
+def float_bytes(w: WeightPlan, width: int) -> Stored:
+    return Stored(width * int(np.prod(w.shape)))
+
+
+def generic_storage(graph: Graph, plan: QuantPlan, fmt: dict) -> dict[str, Stored]:
+    """{tensor: Stored} for every planned weight and its bias, from a format's `[param_bytes]`."""
+    out: dict[str, Stored] = {}
     for w in plan.weights.values():
         if w.bits is None:
-            codes += 8 * fmt["float_bytes"] * int(np.prod(w.shape))
+            out[w.tensor] = float_bytes(w, fmt["float_bytes"])
             continue
-        n = int(np.prod(w.shape))
         containers = fmt.get(f"{'palette' if w.scheme == 'palette' else 'linear'}_code_containers", fmt["code_containers"])
-        container = min((c for c in containers if c >= w.bits), default=w.bits)
-        channels = len(w.scale or [])
+        n, channels = int(np.prod(w.shape)), len(w.scale or [])
         if w.scheme != "palette" and fmt.get("linear_lut_bits") and w.granularity in ("per_tensor", "per_channel"):
             _, _, nbytes = cheapest_linear(w.bits, n, channels, containers, fmt["linear_lut_bits"], fmt["float_bytes"],
                                            w.scheme == "asymmetric")
-            codes += int(np.ceil(8 * nbytes))
+            out[w.tensor] = Stored(nbytes)
         else:
-            # codes in the format's container, + scales (+ zero points, palettes) as the plan holds them
-            codes += storage_bits(w) - w.bits * n + container * n
-            meta += channels * (fmt["weight_scale"] + fmt["weight_zero_point"])  # format overhead beyond the plan's own
-        if w.bias:
-            biases.add(w.bias)
-            nb = int(np.prod(graph.initializer(w.bias).shape)) if graph.is_const(w.bias) else 0
-            meta += nb * (fmt["bias_bytes"] + fmt["bias_scale"] + fmt["bias_zero_point"])
-    planned = set(plan.weights) | biases
-    other = fmt["float_bytes"] * sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in planned)
-    total = int(np.ceil(codes / 8)) + meta + other
-    return {"weights_packed": int(np.ceil(codes / 8)), "quant_params": meta, "other_params": other, "total": total}
+            out[w.tensor] = linear_bytes(w, container_for(w.bits, containers), fmt)
+        if w.bias and w.bias not in out:
+            out[w.bias] = bias_bytes(graph, w.bias, fmt)
+    return out
+
+
+def predicted_bytes(graph: Graph, plan: QuantPlan, target: str | None = None, options: dict | None = None) -> dict:
+    """The payload: planned weights (codes), their parameters and biases, and every other parameter."""
+    from edgeq.target import DEFAULT_PARAM_BYTES, get_target, target_spec
+
+    if target is not None:
+        stored, fmt = get_target(target).storage(graph, plan, options), target_spec(target).storage_format()
+    else:
+        stored, fmt = generic_storage(graph, plan, DEFAULT_PARAM_BYTES), DEFAULT_PARAM_BYTES
+    return summarize(graph, stored, fmt["float_bytes"])
+
+
+def summarize(graph: Graph, stored: dict[str, Stored], float_width: int) -> dict:
+    codes = sum(s.codes for s in stored.values() if not s.bias)
+    meta = sum(s.params for s in stored.values() if not s.bias) + sum(s.total for s in stored.values() if s.bias)
+    other = float_width * sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in stored)
+    packed = int(np.ceil(codes))
+    return {"weights_packed": packed, "quant_params": int(np.ceil(meta)), "other_params": other,
+            "total": packed + int(np.ceil(meta)) + other}
 
 
 def cheapest_linear(bits: int, n: int, channels: int, containers, lut_widths, float_bytes: int,
@@ -59,7 +105,7 @@ def cheapest_linear(bits: int, n: int, channels: int, containers, lut_widths, fl
     """How a format with integer containers and per-channel lookup tables stores a linear grid
     cheapest: ("container", width, bytes) with a float scale (+ zero point) per channel, or ("lut",
     index width, bytes) with the grid's 2^width levels per channel (Core ML iOS 18). Ties: container."""
-    container = min((c for c in containers if c >= bits), default=bits)
+    container = container_for(bits, containers)
     options = [("container", container, n * container / 8 + channels * (float_bytes + zero_points * container / 8))]
     lut = min((b for b in lut_widths if b >= bits), default=None)
     if lut is not None and lut < container:

@@ -73,7 +73,7 @@ def test_threads_checked_in_the_python_api(tmp_path, small_model):
 def test_missing_target_package_names_the_edgeq_extra(monkeypatch):
     import importlib
 
-    import edgeq.lower as lower
+    import edgeq.target as lower
     from edgeq.errors import EdgeqError
 
     real = importlib.import_module
@@ -84,8 +84,12 @@ def test_missing_target_package_names_the_edgeq_extra(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(lower.importlib, "import_module", no_litert)
-    with pytest.raises(EdgeqError, match=r"pip install 'edgeq\[tflite\]'"):
-        lower.get_target("tflite")
+    lower.get_target.cache_clear()  # targets are built once per process
+    try:
+        with pytest.raises(EdgeqError, match=r"pip install 'edgeq\[tflite\]'"):
+            lower.get_target("tflite")
+    finally:
+        lower.get_target.cache_clear()
 
 
 @pytest.mark.parametrize("kw", [{"bits": 0}, {"bits": 9}, {"avg_bits": float("nan")}, {"max_bits": 1}, {"block_size": -4}])

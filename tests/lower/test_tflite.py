@@ -29,7 +29,7 @@ def cnn():
 
 def _plan(g, ranges, **kw):
     plan = int8_plan(g, ranges, target="tflite", **kw)
-    tflite.adjust_plan(g, plan, {})
+    plan = tflite.plan_for(g, plan, {})
     return plan
 
 

@@ -22,7 +22,7 @@ tflite = get_target("tflite")
 
 def _int8(graph, feeds, method="minmax"):
     plan = int8_plan(graph, observe(graph, load_dataset(feeds, graph), method=method), target="tflite")
-    tflite.adjust_plan(graph, plan, {})
+    plan = tflite.plan_for(graph, plan, {})
     return plan
 
 

@@ -27,7 +27,7 @@ def lowered(tmp_path_factory):
     g = run_passes(Graph(small_cnn(), "small_cnn"))
     x = small_cnn_data(32)
     plan = int8_plan(g, observe(g, load_dataset({"input": x}, g)), target="tflm")
-    tflm.adjust_plan(g, plan, {})
+    plan = tflm.plan_for(g, plan, {})
     out = tmp_path_factory.mktemp("tflm")
     return tflm.lower(g, plan, out, "small", {}), x, out
 
@@ -68,7 +68,7 @@ def test_fashion_sample_in_tflite_micro(tmp_path):
 
     g = run_passes(load(str(SAMPLE / "fashion_cnn.onnx")))
     plan = int8_plan(g, observe(g, load_dataset({"input": np.load(SAMPLE / "fashion_calib.npz")["input"]}, g)), target="tflm")
-    tflm.adjust_plan(g, plan, {})
+    plan = tflm.plan_for(g, plan, {})
     art = tflm.lower(g, plan, tmp_path, "fashion", {})
     x = np.load(SAMPLE / "fashion_val.npz")["input"][:40]
     micro = make_runner(art).run({"input": x})["logits"]

@@ -18,10 +18,10 @@ import numpy as np
 from edgeq.artifact import Artifact, IOSpec
 from edgeq.errors import CalibrationError, PlanError, UnsupportedOpError
 from edgeq.graph import Graph, node_name
-from edgeq.lower import target_data
 from edgeq.lower.coreml.package import quiet_coremltools
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import register_runner
+from edgeq.target import target_data
 
 quiet_coremltools()
 
@@ -30,6 +30,7 @@ from edgeq.lower.coreml.ops_logic import LOGIC_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
 from edgeq.lower.coreml.program import BOUNDARY_DTYPES, build_program, static_shape  # noqa: E402
+from edgeq.lower.coreml.storage import stored_payload, weight_storage  # noqa: E402, F401  (Target hooks)
 
 NAME = "coreml"
 DESCRIPTION = target_data("coreml").get("description", "")

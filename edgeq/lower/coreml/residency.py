@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.graph import Graph, node_name
-from edgeq.lower import target_data
 from edgeq.quant.plan import QuantPlan
+from edgeq.target import target_data
 
 
 def estimate_residency(graph: Graph, plan: QuantPlan, min_os: str, folded: set[str] = frozenset()) -> dict:

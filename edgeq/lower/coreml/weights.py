@@ -20,21 +20,12 @@ from coremltools.converters.mil.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
 from edgeq.errors import PlanError
-from edgeq.lower import target_data
+from edgeq.lower.coreml.storage import linear_kind, lut_bits
 from edgeq.quant.plan import WeightPlan
-from edgeq.quant.size import cheapest_linear
 from edgeq.quant.weights import grid
 
-# Index widths constexpr_lut_to_dense holds, per deployment target (coremltools MIL op reference).
-LUT_BITS = {"ios16": (1, 2, 4, 6, 8), "ios17": (1, 2, 4, 6, 8), "ios18": (1, 2, 3, 4, 6, 8)}
-STORAGE = target_data("coreml")["param_bytes"]  # the same storage rules the payload prediction reads
 UINT_DTYPES = {1: types.np_uint1_dtype, 2: types.np_uint2_dtype, 3: types.np_uint3_dtype,
                4: types.np_uint4_dtype, 6: types.np_uint6_dtype, 8: np.uint8}
-
-
-def lut_bits(bits: int, min_os: str) -> int:
-    """The smallest index width Core ML holds that fits the plan's palette."""
-    return next(b for b in LUT_BITS[min_os] if b >= bits)
 
 
 def weight_var(ctx, wp: WeightPlan | None, w: np.ndarray, name: str, perm: tuple | None = None):
@@ -93,10 +84,11 @@ def _palette(ctx, wp, g, codes, axis, name, dt):
 
 def _linear(ctx, wp, g, codes, axis, name, dt):
     zp_any = bool(np.any(g.zero_point != 0))
-    if ctx.min_os == "ios18" and _lut_is_smaller(wp, codes.shape, axis, zp_any, 2 if ctx.precision == "fp16" else 4):
+    kind = linear_kind(wp, codes.shape, axis, zp_any, 2 if ctx.precision == "fp16" else 4, ctx.min_os)  # storage.py
+    if kind == "lut":
         return _linear_lut(ctx, wp, g, codes, axis, name, dt)
     if ctx.min_os == "ios18":
-        int4 = wp.bits <= 4
+        int4 = kind == "int4"
         sdt = types.np_int4_dtype if int4 else np.int8
         pshape = param_shape(wp, codes.shape, axis)
         scale = _params(g.scale, pshape, codes.shape).astype(dt)
@@ -117,18 +109,6 @@ def _linear(ctx, wp, g, codes, axis, name, dt):
     v = mb.constexpr_affine_dequantize(quantized_data=codes.astype(np.int8), zero_point=zp, scale=scale, axis=ax, name=name)
     _record(ctx, wp, "constexpr_affine_dequantize", 8, "int8")
     return v
-
-
-def _lut_is_smaller(wp, shape: tuple, axis: int | None, zp_any: bool, float_bytes: int) -> bool:
-    """A 3-bit (or 6-bit) linear grid in int4 (int8) data wastes a bit or more per weight; its levels
-    as a per-channel LUT store the planned bits, at 2^bits float entries per channel. The same rule
-    sizes the plan's predicted payload (edgeq.quant.size.cheapest_linear)."""
-    if wp.granularity not in ("per_tensor", "per_channel") or (wp.granularity == "per_channel" and axis is None):
-        return False
-    channels = shape[axis] if wp.granularity == "per_channel" else 1
-    kind, _, _ = cheapest_linear(wp.bits, int(np.prod(shape)), channels, STORAGE["linear_code_containers"],
-                                 STORAGE["linear_lut_bits"], float_bytes, zp_any)
-    return kind == "lut"
 
 
 def _linear_lut(ctx, wp, g, codes, axis, name, dt):

@@ -20,12 +20,13 @@ from edgeq.artifact import Artifact, IOSpec
 from edgeq.errors import ModelError, PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
-from edgeq.lower import target_data
 from edgeq.lower.tflite import layout as L
 from edgeq.lower.tflite.context import Ctx, TfliteOptions
 from edgeq.lower.tflite.ops import INT8_OPS, OPS
+from edgeq.lower.tflite.storage import stored_payload, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import captured_stderr, register_runner
+from edgeq.target import target_data
 
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")

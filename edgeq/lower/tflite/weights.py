@@ -14,9 +14,9 @@ import numpy as np
 
 from edgeq.lower.tflite.context import Ctx
 from edgeq.lower.tflite.schema import Quant, pack_int4
+from edgeq.lower.tflite.storage import int4_storable
 from edgeq.quant.linear import quantize
 
-INT4_OPS = ("FULLY_CONNECTED", "CONV_2D")
 HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
@@ -44,8 +44,8 @@ def weight(ctx: Ctx, name: str, to_tfl: Callable[[np.ndarray], np.ndarray], tfl_
     q = to_tfl(q)
     name = label
     quant = Quant(scales, [0] * len(scales), tfl_axis if axis is not None else 0)
-    if wp.bits == 4 and op in INT4_OPS and kind == "q" and ctx.opts.int4 and ctx.act(wp.input) is not None \
-            and ctx.act(wp.input).bits == 8:
+    a = ctx.act(wp.input)
+    if int4_storable(wp, op, kind, a.bits if a is not None else None, ctx.opts.int4):  # storage.py: the one rule
         t = ctx.new(f"{name}_int4", q.shape, "int4", quant, pack_int4(q))
         ctx.extra_counts["int4_weights"] += 1
         return t

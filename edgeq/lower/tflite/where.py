@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from edgeq.lower import target_data
+from edgeq.target import target_data
 
 NNAPI_DEPRECATION = ("NNAPI is deprecated from Android 15: LiteRT's NNAPI delegate may be missing or fall back to the "
                      "CPU on new devices; prefer XNNPACK (CPU) or the GPU delegate")

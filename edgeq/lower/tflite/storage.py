@@ -1,0 +1,102 @@
+"""How each weight sits in a LiteRT flatbuffer: the rule weights.py writes by, read by the payload
+prediction and the profiler (Target.storage); tflm uses it with its own options (no INT4).
+
+    float         float32, or float16 (+ DEQUANTIZE) with --weights-dtype float16
+    int4          4-bit weights of an integer FULLY_CONNECTED / CONV_2D with 8-bit input, when the
+                  options allow INT4 (int4_storable): two codes per byte
+    int8          every other planned weight (integer, hybrid and float kernels alike)
+Quantized tensors carry a float32 scale and an int64 zero point per channel (QuantizationParameters).
+An integer kernel's bias is int32 (int64 with 16-bit activations) with its own scale and zero point
+per entry; a float kernel's is float32. A Conv or Gemm without a bias gets a zero one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.graph import Graph, get_attr
+from edgeq.quant.build import grid_carrier
+from edgeq.quant.plan import QuantPlan, WeightPlan
+from edgeq.quant.size import Stored
+from edgeq.target import target_data
+
+INT4_OPS = tuple(target_data("tflite")["native_int4_ops"])  # LiteRT kernels that read packed INT4 filters
+SCALE_BYTES, ZERO_POINT_BYTES = 4, 8  # QuantizationParameters: float32 scale, int64 zero point
+
+
+def int4_storable(wp: WeightPlan, op: str, kind: str, input_bits: int | None, int4: bool) -> bool:
+    return wp.bits == 4 and op in INT4_OPS and kind == "q" and int4 and input_bits == 8
+
+
+def tfl_op(graph: Graph, node) -> str:
+    """The LiteRT op an ONNX weighted node becomes (ops_nn.py)."""
+    if node.op_type == "Conv":
+        c_in = (graph.shape(node.input[0]) or [0, 0])[1]
+        group = get_attr(node, "group", 1)
+        return "DEPTHWISE_CONV_2D" if group > 1 and group == c_in else "CONV_2D"
+    return {"ConvTranspose": "TRANSPOSE_CONV"}.get(node.op_type, "FULLY_CONNECTED")
+
+
+def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
+    """Context.kind's rule: every float activation in and out (after a fused Relu/Clip) has a grid."""
+    if plan.mode != "static":
+        return False
+    tensors = [i for i in node.input if i and not graph.is_const(i)] + [grid_carrier(graph, node)]
+    tensors = [t for t in tensors if graph.dtype(t) in (None, "float32")]
+    acts = [plan.activations.get(t) for t in tensors]
+    return bool(tensors) and all(a is not None and a.bits is not None for a in acts)
+
+
+def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
+    from edgeq.lower.tflite.context import TfliteOptions
+
+    opts = TfliteOptions.from_dict(options)
+    float_width = 2 if opts.weights == "float16" else 4
+    out: dict[str, Stored] = {}
+    for n in graph.nodes:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] in out:
+            continue
+        wp = plan.weights.get(n.input[1])
+        if wp is None:
+            continue
+        size = int(np.prod(wp.shape))
+        if wp.bits is None:
+            out[wp.tensor] = Stored(float_width * size)
+            continue
+        kind = "q" if integer_kernel(graph, plan, n) else "float"
+        a = plan.activations.get(n.input[0])
+        int4 = int4_storable(wp, tfl_op(graph, n), kind, a.bits if a is not None else None, opts.int4)
+        channels = len(wp.scale or [1])
+        out[wp.tensor] = Stored((0.5 if int4 else 1) * size, channels * (SCALE_BYTES + ZERO_POINT_BYTES))
+        if n.op_type in ("Conv", "Gemm") or n.op_type == "ConvTranspose":
+            bias = n.input[2] if len(n.input) > 2 and n.input[2] else None
+            entries = int(np.prod(graph.initializer(bias).shape)) if bias and graph.is_const(bias) else channels_out(graph, n, wp)
+            width = (8 if a is not None and a.bits == 16 else 4) + SCALE_BYTES + ZERO_POINT_BYTES if kind == "q" else 4
+            stored_bias = Stored(width * entries, bias=True)
+            if bias and graph.is_const(bias):
+                out[bias] = stored_bias
+            else:  # a zero bias the writer adds: counted with its weight
+                out[wp.tensor] = Stored(out[wp.tensor].codes, out[wp.tensor].params + int(stored_bias.total))
+    return out
+
+
+def channels_out(graph: Graph, node, wp: WeightPlan) -> int:
+    if node.op_type == "Conv":
+        return wp.shape[0]
+    if node.op_type == "ConvTranspose":
+        return wp.shape[1] * get_attr(node, "group", 1)
+    return wp.shape[0] if get_attr(node, "transB", 0) else wp.shape[-1]
+
+
+def stored_payload(artifact) -> int:
+    """Bytes of the written flatbuffer's constant buffers plus the scales and zero points of its
+    quantized tensors: what the rule predicts (activation tensors' parameters included, a few bytes each)."""
+    from edgeq.lower.tflite.schema import read_model
+
+    model = read_model(artifact.path.read_bytes())
+    total = sum(len(b.data) for b in model.buffers if b.data is not None)
+    for t in model.subgraphs[0].tensors:
+        q = t.quantization
+        if q is not None and q.scale is not None:
+            total += SCALE_BYTES * len(q.scale) + ZERO_POINT_BYTES * len(q.zeroPoint if q.zeroPoint is not None else [])
+    return total
