@@ -1,6 +1,11 @@
-"""Measure this host's numbers for targets/devices/host_x86_64.toml (run once, paste the output).
+"""Measure this CPU's numbers for the host profile (targets/devices/host_x86_64.toml).
 
-    OPENBLAS_NUM_THREADS=1 python bench/calibrate_host.py [--litert]
+    OPENBLAS_NUM_THREADS=1 python bench/calibrate_host.py [--litert] [--write-cache]
+
+--write-cache stores them as this CPU's calibration ($EDGEQ_CACHE_DIR/host/<cpu key>.toml,
+default ~/.cache/edgeq; edgeq/profile/host_numbers.py), which edgeq then uses for the host
+profile on this CPU instead of the shipped numbers (measured on another CPU). The key is the
+CPU's model name, family/part ids and throughput features (edgeq/hostcpu.py), printed first.
 
 What it measures, single-threaded (edgeq's default --threads 1):
   peak fp32      numpy float32 matmul 256^3 (OpenBLAS sgemm)            -> GOPS (1 MAC = 2 ops)
@@ -28,14 +33,18 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import platform  # noqa: E402
+import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgeq.hostcpu import cache_key, cpu_info, describe, l2_bytes  # noqa: E402
 
 
 def fastest_seconds(fn, runs: int = 50, warmup: int = 5) -> float:
@@ -193,12 +202,13 @@ def elementwise_seconds() -> tuple[float, int]:
     return fastest_seconds(lambda: s.run(["y"], x), runs=300, warmup=20), 256 * 14 * 14
 
 
-def main() -> None:
-    host = f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), onnxruntime {ort.__version__}, numpy {np.__version__}"
-    print(f"# measured on this host: {host}; 1 thread")
+def measure(litert: bool) -> dict:
+    """Every number, printed as it is measured: {name: value in the unit its name ends with}."""
+    n: dict = {}
     p32, p8 = peak_fp32(), peak_int8()
     dram, onchip = copy_bandwidth(48 << 20, runs=30), copy_bandwidth(128 << 10, runs=30)
     per_op, call = overheads()
+    n.update(peak_fp32=p32, peak_int8=p8, dram=dram, onchip=onchip, per_op=per_op, call=call)
     print(f"peak fp32 {p32 / 1e9:.1f} GOPS   peak int8 {p8 / 1e9:.1f} GOPS")
     print(f"bandwidth {dram / 1e9:.1f} GB/s   on-chip {onchip / 1e9:.1f} GB/s")
     print(f"op overhead {per_op * 1e6:.2f} us   call overhead {call * 1e6:.2f} us")
@@ -206,14 +216,68 @@ def main() -> None:
         numbers = conv_numbers(peak, int8, per_op, call)
         numbers.pop("call")
         for key, (kernel, eff) in numbers.items():
+            n[f"kernel_{key}"], n[f"eff_{key}"] = kernel, eff
             print(f"kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
-    if "--litert" in sys.argv:  # the LiteRT (XNNPACK) runtime, through edgeq's tflite target
+    if litert:  # the LiteRT (XNNPACK) runtime, through edgeq's tflite target
         lite = conv_numbers(p8, True, per_op, None, target="tflite")
-        print(f"litert call overhead {lite.pop('call') * 1e6:.2f} us")
+        n["litert_call"] = lite.pop("call")
+        print(f"litert call overhead {n['litert_call'] * 1e6:.2f} us")
         for key, (kernel, eff) in lite.items():
+            n[f"litert_kernel_{key}"], n[f"litert_eff_{key}"] = kernel, eff
             print(f"litert kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
-    t, n = elementwise_seconds()
-    print(f"efficiency elementwise {n / (p32 * max(t - call - per_op, 1e-9)):.3f}")
+    t, count = elementwise_seconds()
+    n["eff_elementwise"] = count / (p32 * max(t - call - per_op, 1e-9))
+    print(f"efficiency elementwise {n['eff_elementwise']:.3f}")
+    return n
+
+
+def cache_units(n: dict, how: str) -> dict:
+    """The measured numbers as the host profile's units, each with its source (host_numbers.cache_text)."""
+    def num(value, unit, what):
+        return {"value": float(f"{value:.4g}"), "unit": unit, "source": f"{how}: {what}"}
+
+    shared = {"peak_ops.fp32": num(n["peak_fp32"] / 1e9, "GOPS", "numpy float32 256^3 matmul (OpenBLAS), fastest of 300"),
+              "peak_ops.int8": num(n["peak_int8"] / 1e9, "GOPS", "onnxruntime MatMulInteger 256^3 (MLAS u8s8), fastest of 300"),
+              "bandwidth": num(n["dram"] / 1e9, "GB/s", "numpy copy of 48 MiB (read + write bytes / time)"),
+              "onchip_bandwidth": num(n["onchip"] / 1e9, "GB/s", "numpy copy of 128 KiB, repeated (stays in L2)")}
+    l2 = l2_bytes()
+    if l2:
+        shared["onchip_bytes"] = {"value": l2 / 2**20, "unit": "MiB", "source": "this CPU's L2 per core, from /sys/devices/system/cpu/cpu0/cache"}
+    cpu = {**shared, "op_overhead": num(n["per_op"] * 1e6, "us", "onnxruntime chain of 41 Neg ops minus a chain of 1, per op"),
+           "call_overhead": num(n["call"] * 1e6, "us", "a 1-op onnxruntime model through edgeq's OrtRunner.run, fastest of 2000 calls"),
+           "efficiency.elementwise": num(n["eff_elementwise"], "ratio", "onnxruntime GlobalAveragePool, elements / time vs the fp32 matmul rate")}
+    for key in ("dense_fp32", "depthwise_fp32", "dense_int8", "depthwise_int8"):
+        model = "edgeq int8 ORT artifact" if key.endswith("int8") else "float model"
+        cpu[f"kernel_overhead.{key}"] = num(n[f"kernel_{key}"] * 1e6, "us", f"21 tiny convs minus 1, per conv ({model})")
+        cpu[f"efficiency.{key}"] = num(n[f"eff_{key}"], "ratio", f"chains of 6 Conv+ReLU ({model}), work / busy time vs the peak rate")
+    litert = dict(shared)
+    if "litert_call" in n:
+        litert["call_overhead"] = num(n["litert_call"] * 1e6, "us", "LiteRT 1-conv int8 artifact through edgeq's tflite runner, minus its conv and boundary kernels")
+        litert["op_overhead"] = num(n["litert_kernel_dense_int8"] * 1e6, "us", "LiteRT per-conv fixed cost (21 tiny int8 convs minus 1), used for every LiteRT kernel")
+        for key in ("dense_int8", "depthwise_int8"):
+            litert[f"kernel_overhead.{key}"] = num(n[f"litert_kernel_{key}"] * 1e6, "us", "21 tiny convs minus 1, per conv (edgeq int8 tflite artifact on LiteRT)")
+            litert[f"efficiency.{key}"] = num(n[f"litert_eff_{key}"], "ratio", "chains of 6 Conv+ReLU as edgeq int8 tflite artifacts on LiteRT, vs the int8 matmul rate")
+        for key in ("dense_fp32", "depthwise_fp32", "elementwise"):  # not measured on LiteRT: onnxruntime's, here
+            litert[f"efficiency.{key}"] = {"value": cpu[f"efficiency.{key}"]["value"], "unit": "ratio", "assumed": True,
+                                           "reason": "LiteRT float/elementwise kernels not measured; onnxruntime's value on this CPU"}
+    return {"cpu": cpu, "litert": litert}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--litert", action="store_true", help="also measure LiteRT (XNNPACK) through edgeq's tflite target")
+    ap.add_argument("--write-cache", action="store_true", help="store the numbers as this CPU's host calibration")
+    args = ap.parse_args()
+    print(f"# measured on this CPU: {describe()}; onnxruntime {ort.__version__}, numpy {np.__version__}; 1 thread")
+    print(f"# cache key: {cache_key()}")
+    n = measure(args.litert)
+    if args.write_cache:
+        from edgeq.profile.host_numbers import write_cache
+
+        how = (f"measured on this CPU ({cpu_info()['model']}) with bench/calibrate_host.py"
+               f"{' --litert' if args.litert else ''}, onnxruntime {ort.__version__}, 1 thread")
+        path = write_cache(cache_units(n, how), measured=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ MobileNetV3-style classifier shipped in its pip package) it compiles every avail
 target (ort; tflite when that target is present), times the float model and each artifact
 on its real runtime at batch 1, 1 thread (interleaved, median of rounds), and prints the
 cost model's host_x86_64 prediction beside it. Goal: predicted/measured within 0.75..1.25.
-The host profile (targets/devices/host_x86_64.toml) comes from bench/calibrate_host.py.
+The host profile (targets/devices/host_x86_64.toml) comes from bench/calibrate_host.py: this
+CPU's calibration cache when it wrote one (--write-cache), else the shipped numbers, measured on
+another CPU; the first lines say which, and which CPU features this run had.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgeq.hostcpu import cache_key, describe  # noqa: E402
 from edgeq.lower import available  # noqa: E402
 from edgeq.pipeline import Options, prepare, run_compile  # noqa: E402
 from edgeq.profile import HOST_DEVICE, profile_model  # noqa: E402
+from edgeq.profile.devices import load_device  # noqa: E402
 from edgeq.runners import OrtRunner, make_runner  # noqa: E402
 
 
@@ -72,6 +76,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20, help="rounds (a block of 20 runs of each runner) per model")
     args = ap.parse_args()
+    numbers = load_device(HOST_DEVICE).host_numbers
+    print(f"CPU: {describe()}\ncache key: {cache_key()}")
+    print(f"host numbers: {'this CPU calibration cache ' + numbers['file'] if numbers['from'] == 'cache' else 'shipped defaults, measured on ' + numbers['measured_on'] + ' (assumed here)'}")
     targets = ["ort"] + (["tflite"] if available("tflite") else [])
     rows = []
     with tempfile.TemporaryDirectory() as d:

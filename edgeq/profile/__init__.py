@@ -150,6 +150,8 @@ def profile_costs(quant, flt, size_quant, size_float, ins: list[str], outs: list
         per_device_units[dev.name] = (q.pop("units"), q.pop("per_op_ms"))
         f.pop("units"), f.pop("per_op_ms")
         out["devices"][dev.name] = {"description": dev.description, "quant": q, "float": f}
+        if dev.host_numbers is not None:  # this CPU's calibration, or another CPU's numbers marked assumed
+            out["devices"][dev.name]["host_numbers"] = {k: v for k, v in dev.host_numbers.items() if k != "calibrated"}
         out["assumed"][dev.name] = dev.assumed()
     out["ops"] = [
         {"name": c.name, "op": c.op, "kind": c.kind, "precision": c.precision, "macs": c.macs, "weight_bytes": c.weight_bytes,

@@ -14,6 +14,7 @@ from functools import cache
 from importlib import resources
 
 from edgeq.errors import EdgeqError
+from edgeq.profile import host_numbers
 
 # Unit -> factor to SI (ops/s, bytes/s, joules, watts, seconds, bytes, watt-hours, volts).
 SI = {
@@ -87,6 +88,7 @@ class Device:
     transfer_overhead: Quantity | None
     quantities: dict[str, Quantity]  # every number by dotted path, for listing sources
     int8_saturates: bool = False  # x86 without VNNI: int8 pair sums saturate at 16 bits (ort reduce_range)
+    host_numbers: dict | None = None  # a host profile: where its CPU-dependent numbers came from (host_numbers.py)
 
     def unit_for(self, target: str) -> ComputeUnit | None:
         name = self.targets.get(target)
@@ -193,15 +195,32 @@ def device_names() -> list[str]:
 
 
 @cache
+def _shipped(name: str) -> dict:
+    try:
+        return tomllib.loads(_device_files()[name].read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise DeviceError(f"targets/devices/{name}.toml: {e}") from None
+
+
 def load_device(name: str) -> Device:
     files = _device_files()
     if name not in files:
         raise DeviceError(f"unknown device '{name}'; known devices: {', '.join(sorted(files))}")
-    try:
-        data = tomllib.loads(files[name].read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise DeviceError(f"targets/devices/{name}.toml: {e}") from None
-    return parse_device(name, data)
+    data = _shipped(name)
+    # a host profile (it names the CPU its numbers were measured on) also depends on this CPU's cache file
+    return _device(name, host_numbers.cache_stamp() if "measured_on" in data else None)
+
+
+@cache
+def _device(name: str, host_stamp: tuple | None) -> Device:
+    data = _shipped(name)
+    if host_stamp is None:
+        return parse_device(name, data)
+    data, numbers = host_numbers.overlay(name, data)
+    dev = parse_device(name, host_numbers.mark_other_cpu(data, numbers))
+    dev.host_numbers = numbers
+    dev.description = f"{dev.description}. {numbers['note'][0].upper()}{numbers['note'][1:]}"
+    return dev
 
 
 def load_devices(names) -> list[Device]:

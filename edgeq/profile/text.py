@@ -33,6 +33,9 @@ def render_profile(prof: dict) -> str:
         terms = " / ".join(_f(1e3 * v, "{:.3g}") for v in q["energy_terms_mj"].values())
         lines.append(f"  {name:<17} {q['unit']:<5} {_f(q['latency_ms']):>9} {_f(1e3 * q['energy_mj']):>10} "
                      f"{_f(b.get('pct_per_1000'), '{:.3g}'):>11} {_f(b.get('pct_per_hour'), '{:.3g}'):>9}   {terms}")
+    for name, d in prof["devices"].items():
+        if d.get("host_numbers"):
+            lines.append(f"  {name}: {d['host_numbers']['note']}")
     n_assumed = {d: len(v) for d, v in prof.get("assumed", {}).items() if v}
     if n_assumed:
         lines.append("  assumed numbers used (no published source): "

@@ -127,6 +127,18 @@ def test_key_covers_options_target_toml_and_version(tmp_path, monkeypatch):
     assert cache.build_key(entry, "ort", proj) != key
 
 
+def test_key_covers_this_cpus_host_calibration(tmp_path, monkeypatch):
+    """report.json's host estimate follows this CPU's calibration cache: writing one is a miss."""
+    from edgeq.profile.host_numbers import write_cache
+
+    monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path / "cache"))
+    proj = make_project(tmp_path / "app")
+    entry = load_config(None, cwd=proj).entries[0]
+    key = cache.build_key(entry, "ort", proj)
+    write_cache({"cpu": {"bandwidth": {"value": 30.0, "unit": "GB/s", "source": "measured by the test"}}})
+    assert cache.build_key(entry, "ort", proj) != key
+
+
 def test_failed_gate_exits_3_keeps_artifacts(tmp_path):
     proj = make_project(tmp_path / "app", max_bytes="100")
     toml = (proj / "edgeq.toml").read_text()

@@ -44,11 +44,20 @@ def test_phones_have_batteries_and_accelerators():
     assert load_device("rpi4").battery_wh is None
 
 
-def test_host_profile_is_measured_not_assumed():
+def test_host_profile_is_measured_not_assumed(tmp_path, monkeypatch):
+    """The shipped host numbers are measured (on the CPU [measured_on] names); on a CPU with no
+    calibration cache they are listed as assumed, the reason naming both CPUs."""
+    monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path))  # no calibration for this CPU
+    shipped = raw("host_x86_64")
+    assert shipped["measured_on"]["cpu"]
+    for k in ("fp32", "int8"):
+        assert shipped["units"]["cpu"]["peak_ops"][k]["source"].startswith("measured on the reference host")
     dev = load_device("host_x86_64")
     cpu = dev.units["cpu"]
+    assert dev.host_numbers["from"] == "shipped" and shipped["measured_on"]["cpu"] in dev.description
     for q in [*cpu.peak_ops.values(), cpu.bandwidth, cpu.op_overhead, *cpu.efficiency.values()]:
-        assert not q.assumed and q.source.startswith("measured on this host"), q
+        assert q.assumed and "not on this CPU" in q.source and shipped["measured_on"]["cpu"] in q.source, q
+    assert not cpu.energy_per_mac["int8"].assumed  # literature figures do not depend on the CPU
 
 
 def test_bare_number_fails():
