@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq import __version__
+from edgeq.artifact import path_bytes
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import check_leading_dim_is_batch, load
@@ -207,6 +208,8 @@ def target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, op
         "artifact": str(artifact.path),
         "files": [str(f) for f in artifact.files],
         "bytes": _bytes_at(artifact, staging_root, out),
+        # every file the target wrote, each on its own (the .ort beside the .onnx, tflm's C sources)
+        "file_bytes": [{"file": str(f), "bytes": path_bytes(staging_root / Path(f).relative_to(out))} for f in artifact.files],
         "float_bytes": graph.float_bytes(),
         "avg_weight_bits": round(plan.avg_weight_bits(), 3),
         "verify": verify,
@@ -224,8 +227,6 @@ def target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, op
 
 
 def _bytes_at(artifact, staging_root: Path, out: Path) -> int:
-    from edgeq.artifact import path_bytes
-
     return path_bytes(staging_root / Path(artifact.path).relative_to(out))
 
 
