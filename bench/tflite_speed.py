@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         for label, path, data in models():
             graph = run_passes(load(path))
             plan = int8_plan(graph, observe(graph, load_dataset(data, graph)), target="tflite")
-            tflite.adjust_plan(graph, plan, {})
+            plan = tflite.plan_for(graph, plan, {})
             float_plan = QuantPlan(model_sha256=plan.model_sha256, target="tflite", mode="static")
             f32 = tflite.lower(graph, float_plan, tmp, f"{label.split()[0]}_f32", {})
             i8 = tflite.lower(graph, plan, tmp, f"{label.split()[0]}_int8", {})

@@ -177,6 +177,18 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
                    input_shapes=parse_input_shapes(input_shapes), seed=seed, **kw)
 
 
+def target_flags(f):
+    """One flag per option a target declares (targets/<name>.toml [options.KEY]), prefixed in --help
+    with the targets that read it; the value reaches the lowering as options[KEY]."""
+    from edgeq.target import all_options
+
+    for opt, names in reversed(all_options()):
+        kind = {"choice": click.Choice(list(opt.choices)), "int": click.IntRange(opt.min, opt.max)}.get(opt.type)
+        extra = {"is_flag": True} if opt.type == "flag" else {"type": kind} if kind is not None else {}
+        f = click.option(opt.flag, opt.key, default=None, help=f"{'/'.join(names)}: {opt.help}", **extra)(f)
+    return f
+
+
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--target", "-t", "targets", multiple=True, default=["ort"], show_default=True, help=TARGET_HELP)
@@ -191,27 +203,10 @@ def _options(model, targets, calib, val, out, input_shapes, seed, **kw):
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bars; warnings still go to stderr, one line each.")
 @click.option("--output-file", "output_file", type=click.Path(), default=None,
               help="One target only: also copy its artifact to exactly this path (for build tools that want one file).")
-@click.option("--io-dtype", type=click.Choice(["float32", "int8"]), default=None,
-              help="tflite/tflm: artifact I/O dtype (int8: the plan's grid at the boundary; default float32).")
-@click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
-              help="tflite/tflm: rank-4 I/O in NHWC, so the artifact has no boundary transposes.")
-@click.option("--fallback", type=click.Choice(["error", "float"]), default=None,
-              help="tflite: an op with no integer kernel stays float between DEQUANTIZE/QUANTIZE (float, the default) or is refused (error: full-integer models for NNAPI / Edge TPU).")
-@click.option("--weights-dtype", "weights", type=click.Choice(["float32", "float16"]), default=None,
-              help="tflite: storage of the weights the plan keeps float.")
-@click.option("--android-api", "android_api", type=click.IntRange(21, 40), default=None,
-              help="tflite: report which ops NNAPI runs at this Android API level (NNAPI is deprecated from Android 15).")
-@click.option("--min-os", "min_os", type=click.Choice(["ios16", "ios17", "ios18"]), default=None,
-              help="coreml: deployment target (default: the lowest that holds the plan; int4/per-block/3-bit need ios18, W8A8 ios17).")
-@click.option("--coreml-precision", "coreml_precision", type=click.Choice(["fp16", "fp32"]), default=None,
-              help="coreml: compute precision (default fp16).")
+@target_flags
 @click.option("--device", "devices", multiple=True, metavar="NAME",
               help="Also estimate latency, energy and battery on this device (repeat; `edgeq devices` lists them).")
 @click.option("--rate", default="30/s", show_default=True, help="Inference rate for battery use per hour, e.g. 30/s or 120/min.")
-@click.option("--reduce-range/--no-reduce-range", "reduce_range", default=None,
-              help="ort: 8-bit weights on the 7-bit grid, for x86 CPUs without VNNI (default: only when a --device is one).")
-@click.option("--int4", "ort_int4", is_flag=True, default=None,
-              help="ort: store 2-4-bit weights as INT4 initializers (opset 21; no .ort file) instead of on the int8 grid.")
 @_quant_options
 def compile(model, targets, calib, val, plan, force, out, input_shapes, threads, no_ort_format, as_json, quiet, seed,  # noqa: A001
             output_file=None, **target_kw):

@@ -150,6 +150,8 @@ def run_compile(model, opts: Options) -> dict:
     check_out_dir(opts.out)  # an output path that cannot be written: fail before any work
     check_threads(opts.threads)
     targets = [get_target(t) for t in opts.targets]  # unknown target: fail before any work
+    for target in targets:
+        target.check_options(opts.target_options)  # an API caller's option values, as the CLI flags check them
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
     plan, calib, val, facts = make_plan(graph, opts, targets)

@@ -45,6 +45,45 @@ DEFAULT_PARAM_BYTES = {"weight_scale": 0, "weight_zero_point": 0, "bias_scale": 
 
 
 @dataclass(frozen=True)
+class TargetOption:
+    """One option a target reads (targets/<name>.toml [options.KEY]): the CLI flag and its type."""
+
+    key: str  # the key in the options dict the lowering reads
+    flag: str  # e.g. "--min-os", or "--reduce-range/--no-reduce-range" for a bool
+    type: str  # choice | int | flag | bool
+    help: str
+    choices: tuple[str, ...] = ()
+    min: int | None = None
+    max: int | None = None
+
+    def check(self, value, target: str) -> None:
+        """An API caller's value, checked as the CLI flag would check it."""
+        bad = (self.type == "choice" and value not in self.choices
+               or self.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or not self.min <= value <= self.max)
+               or self.type in ("flag", "bool") and not isinstance(value, bool))
+        if bad:
+            want = {"choice": f"one of {', '.join(self.choices)}", "int": f"an integer in {self.min}..{self.max}"}.get(self.type, "true or false")
+            raise PlanError(f"{target} option {self.key}={value!r} ({self.flag.split('/')[0]}): give {want}")
+
+
+OPTION_KEYS = {"flag": str, "type": str, "help": str, "choices": list, "min": int, "max": int}
+
+
+def parse_options(table: dict, source: str) -> tuple[TargetOption, ...]:
+    out = []
+    for key, d in table.items():
+        for k, v in d.items():
+            if k not in OPTION_KEYS or not isinstance(v, OPTION_KEYS[k]):
+                raise EdgeqError(f"{source}: options.{key}.{k} is not one of {', '.join(OPTION_KEYS)} with the right type")
+        if d.get("type") not in ("choice", "int", "flag", "bool") or "flag" not in d or "help" not in d:
+            raise EdgeqError(f"{source}: options.{key} needs flag, help and a type of choice, int, flag or bool")
+        if d["type"] == "int" and ("min" not in d or "max" not in d):
+            raise EdgeqError(f"{source}: options.{key} (int) needs min and max")
+        out.append(TargetOption(key, d["flag"], d["type"], d["help"], tuple(d.get("choices", ())), d.get("min"), d.get("max")))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """targets/<name>.toml. Every key has a reader; an unknown key is an error at load."""
 
@@ -59,6 +98,7 @@ class TargetSpec:
     modes: tuple[str, ...] = ("static", "weight_only", "dynamic")
     activation_dtype: str = "float"  # the integer type of quantized activations (inspect, targets list)
     param_bytes: dict = field(default_factory=dict)
+    options: tuple[TargetOption, ...] = ()
     extra: dict = field(default_factory=dict)  # target-specific tables, read by that target's module
     sources: dict = field(default_factory=dict)
 
@@ -68,7 +108,7 @@ class TargetSpec:
 
 TYPED_KEYS = {"name": str, "description": str, "runtime": str, "artifact": str, "weight_bits": list,
               "weight_granularity": list, "activation_bits": list, "weight_schemes": list, "modes": list,
-              "activation_dtype": str, "param_bytes": dict, "sources": dict}
+              "activation_dtype": str, "param_bytes": dict, "sources": dict, "options": dict}
 # Keys a target's own module reads (the module named, so an unread key has an owner to ask).
 EXTRA_KEYS = {
     "ort": {"min_opset": int},                                          # lower/ort.py lower
@@ -98,8 +138,8 @@ def parse_spec(name: str, data: dict, source: str) -> TargetSpec:
             raise EdgeqError(f"{source}: unknown key 'param_bytes.{key}'; it holds {', '.join(sorted(PARAM_BYTES_KEYS))}")
         if not isinstance(value, PARAM_BYTES_KEYS[key]):
             raise EdgeqError(f"{source}: 'param_bytes.{key}' must be a {PARAM_BYTES_KEYS[key].__name__}")
-    plain = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in TYPED_KEYS}
-    return TargetSpec(**plain, extra={k: v for k, v in data.items() if k not in TYPED_KEYS})
+    plain = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in TYPED_KEYS and k != "options"}
+    return TargetSpec(**plain, options=parse_options(data.get("options", {}), source), extra={k: v for k, v in data.items() if k not in TYPED_KEYS})
 
 
 @cache
@@ -109,6 +149,22 @@ def target_spec(name: str) -> TargetSpec:
     if not path.is_file():
         raise EdgeqError(f"no target file targets/{name}.toml")
     return parse_spec(name, tomllib.loads(path.read_text()), f"targets/{name}.toml")
+
+
+def all_options() -> list[tuple[TargetOption, list[str]]]:
+    """Every target's options, once per key, with the targets that read it (for the CLI's flags).
+    Two targets declaring one key must declare it alike."""
+    seen: dict[str, tuple[TargetOption, list[str]]] = {}
+    for name in TARGET_MODULES:
+        for opt in target_spec(name).options:
+            if opt.key in seen:
+                first, names = seen[opt.key]
+                if (first.flag, first.type, first.choices) != (opt.flag, opt.type, opt.choices):
+                    raise EdgeqError(f"targets/{name}.toml: options.{opt.key} differs from targets/{names[0]}.toml's")
+                names.append(name)
+            else:
+                seen[opt.key] = (opt, [name])
+    return list(seen.values())
 
 
 def target_data(name: str) -> dict:
@@ -156,6 +212,13 @@ class Target:
 
     def check_graph(self, graph, view) -> None:
         self._check_graph(graph, view)
+
+    def check_options(self, options: dict | None) -> None:
+        """The values of the options this target declares (others belong to other targets)."""
+        for opt in self.spec.options:
+            value = (options or {}).get(opt.key)
+            if value is not None:
+                opt.check(value, self.name)
 
     def check_plan(self, graph, plan, options: dict | None = None) -> None:
         """The module's own checks (their messages name the target's terms), then the spec's

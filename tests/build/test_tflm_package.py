@@ -44,7 +44,7 @@ def package(tmp_path_factory):
     tflm = get_target("tflm")
     g = run_passes(Graph(small_cnn(), "small_cnn"))
     plan = int8_plan(g, observe(g, load_dataset({"input": small_cnn_data(32)}, g)), target="tflm")
-    tflm.adjust_plan(g, plan, {})
+    plan = tflm.plan_for(g, plan, {})
     out = tmp_path_factory.mktemp("tflm_pkg")
     art = tflm.lower(g, plan, out, "small", {})
     return art, out, json.loads((out / "small.tflm.json").read_text())
