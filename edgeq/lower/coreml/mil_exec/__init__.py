@@ -139,7 +139,7 @@ class MILProgram:
         result = MIL_OPS[op_type](**kwargs)
         results = result if isinstance(result, tuple) else (result,)
         for (name, dtype), r in zip(outs, results):
-            env[name] = np.asarray(r).astype(dtype) if dtype is not object else r
+            env[name] = np.asarray(r).astype(dtype, copy=False) if dtype is not object else r
 
     def run(self, feeds: dict[str, np.ndarray], stacked: int = 0) -> dict[str, np.ndarray]:
         """Run once. `stacked` = N runs N samples of a batch-1 program at once: reshapes to a

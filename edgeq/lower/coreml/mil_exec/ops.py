@@ -99,17 +99,23 @@ def _per_axis(v, rank: int, axis):
 @op()
 def quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002
     x = f32(input)
-    info = np.iinfo(DTYPE_NAMES[str(output_dtype)])
+    dtype = DTYPE_NAMES[str(output_dtype)]
+    info = np.iinfo(dtype)
     zp = _per_axis(zero_point if zero_point is not None else 0, x.ndim, axis).astype(np.float32)
-    q = np.rint(x / _per_axis(f32(scale), x.ndim, axis)) + zp
-    return np.clip(q, info.min, info.max)
+    q = x / _per_axis(f32(scale), x.ndim, axis)  # in place from here: the hot op of W8A8 programs
+    np.rint(q, out=q)
+    q += zp
+    np.clip(q, info.min, info.max, out=q)
+    return q.astype(dtype)
 
 
 @op()
 def dequantize(input, scale, zero_point=None, axis=None):  # noqa: A002
-    q = np.asarray(input).astype(np.float32)
+    q = np.asarray(input).astype(np.float32)  # a new array: the steps below work in place
     zp = _per_axis(zero_point if zero_point is not None else 0, q.ndim, axis).astype(np.float32)
-    return (q - zp) * _per_axis(f32(scale), q.ndim, axis)
+    q -= zp
+    q *= _per_axis(f32(scale), q.ndim, axis)
+    return q
 
 
 DTYPE_NAMES = {"fp16": np.float16, "fp32": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
@@ -127,8 +133,19 @@ def identity(x):
 
 
 # -- elementwise ---------------------------------------------------------------------------------
-def _binary(fn):
-    return lambda x, y: fn(np.asarray(x), np.asarray(y))
+# fp16 arithmetic in numpy runs element by element; float32 then rounding to fp16 gives the same
+# values for these (float32's 24-bit mantissa >= 2 * 11 + 2: rounding twice equals rounding once).
+EXACT_IN_FP32 = ("add", "sub", "mul", "maximum", "minimum")
+
+
+def _binary(fn, exact_in_fp32: bool = False):
+    def run(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        if exact_in_fp32 and x.dtype == np.float16 and y.dtype in (np.float16, np.float32) \
+                or exact_in_fp32 and y.dtype == np.float16 and x.dtype == np.float32:
+            return fn(x.astype(np.float32), y.astype(np.float32))  # the program stores the result as fp16
+        return fn(x, y)
+    return run
 
 
 for _name, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
@@ -136,7 +153,7 @@ for _name, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maxim
                    "floor_div": np.floor_divide, "mod": np.mod, "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater,
                    "greater_equal": np.greater_equal, "less": np.less, "less_equal": np.less_equal,
                    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor}.items():
-    MIL_OPS[_name] = _binary(_fn)
+    MIL_OPS[_name] = _binary(_fn, _name in EXACT_IN_FP32)
 
 
 @op()
