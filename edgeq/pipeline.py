@@ -6,6 +6,7 @@ files go to a staging folder first and move into `out` only when every target su
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,8 @@ from edgeq.profile import measure_pair, one_sample, profile_artifact
 from edgeq.profile.devices import load_devices
 from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
-from edgeq.quant.build import int8_plan
-from edgeq.quant.calibrate import observe
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
-from edgeq.quant.mixed import build_mixed_plan, refresh_plan
+from edgeq.quant.mixed import QuantOptions, build_mixed_plan, refresh_plan
 from edgeq.quant.plan import QuantPlan
 from edgeq.quant.quality import data_warnings
 from edgeq.quant.simulate import plan_graph
@@ -79,8 +78,11 @@ def prepare(model, opts: Options) -> Graph:
     return graph
 
 
-def make_plan(graph: Graph, opts: Options, targets=()) -> tuple[QuantPlan, Dataset, Dataset, dict]:
-    """Load data, calibrate, build the plan. Returns (plan, calib, val, data facts)."""
+def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset, dict]:
+    """Load data, calibrate, build the shared plan. Returns (plan, calib, val, data facts).
+
+    The plan is the same for one target or several (each target's own plan is derived from it
+    by `plan_for_target`); it is not changed after this returns."""
     if opts.calib is None and opts.plan is None:
         raise CalibrationError("no calibration data: pass --calib FILE.npz (or a folder of .npy), or --calib random to accept meaningless ranges")
     check_graph_weights_finite(graph)  # what folding produced, before any number is derived from it
@@ -104,39 +106,52 @@ def make_plan(graph: Graph, opts: Options, targets=()) -> tuple[QuantPlan, Datas
         plan.check_made_for(graph, opts.targets, str(opts.plan), force=opts.force)
         plan.check_against(graph, str(opts.plan))
         for t in refresh_plan(graph, plan):  # edited layers get parameters for their new settings
-            facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest)")
-    elif opts.quant is not None and not opts.quant.is_default():
+            facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest; "
+                                     "to apply hand-set parameters instead, remove its 'derived')")
+    else:  # one recipe: uniform int8 is the mixed recipe's default
+        q = opts.quant if opts.quant is not None else QuantOptions(act_bits=8)
         allowed = sorted(set.intersection(*[set(target_data(t).get("weight_bits", range(2, 9))) for t in opts.targets]))
-        plan = build_mixed_plan(graph, calib, opts.targets[0] if len(opts.targets) == 1 else None, allowed, opts.quant,
-                                lambda label, n: progress_bar(label, n, opts.progress))
-        if len(targets) == 1:  # several targets: each adjusts its own copy (run_compile)
-            plan = adjust_for_target(graph, plan, targets[0], opts)
-    else:
-        with progress_bar("calibrating", len(calib), opts.progress) as bar:
-            ranges = observe(graph, calib, progress=bar.update)
-        plan = int8_plan(graph, ranges, target=opts.targets[0] if len(opts.targets) == 1 else None)
-        plan.calibration = {"source": calib.source, "samples": len(calib), "observer": "minmax", "random": calib.random}
-        if len(targets) == 1:  # several targets: each adjusts its own copy (run_compile)
-            plan = adjust_for_target(graph, plan, targets[0], opts)
+        # target=None: the shared plan does not depend on how many targets were given (plan_for_target adds it)
+        plan = build_mixed_plan(graph, calib, None, allowed, q, lambda label, n: progress_bar(label, n, opts.progress))
     act.after_plan(graph, plan, calib, facts)  # --act-bits auto: int8 / int16 / float per activation
     if calib is not None and calib.random:
         facts["warnings"] += calib.notes
     if calib is not None and len(calib) < 32 and not calib.random:
         facts["warnings"].append(f"calibration set is small ({len(calib)} samples); ranges may not cover real inputs (32+ recommended)")
     facts["warnings"] += data_warnings(graph, plan, calib, val)  # degenerate data, validation coverage
-    return plan, calib, val, facts
+    # The plan as plan.json holds it (sorted names): lowerings walk it in that order, so
+    # `compile --plan plan.json` lowers byte-for-byte what this compile lowers.
+    return QuantPlan.from_dict(json.loads(plan.to_json())), calib, val, facts
 
 
 def adjust_for_target(graph: Graph, plan: QuantPlan, target, opts: Options) -> QuantPlan:
-    """Let a target set what its kernels require (softmax output grid, ORT's 7-bit weights)."""
+    """Let a target set what its kernels require (softmax output grid, ORT's 7-bit weights): a new plan."""
     return target.plan_for(graph, plan, {**opts.target_options, "devices": list(opts.devices)})
 
 
-def plan_for_target(graph: Graph, plan: QuantPlan, target, targets, opts: Options) -> QuantPlan:
-    """With several targets the shared plan stays neutral; each target lowers an adjusted copy."""
-    if len(targets) == 1 or opts.plan is not None or not target.adjusts_plans():
-        return plan
-    return adjust_for_target(graph, plan, target, opts)
+def plan_for_target(graph: Graph, plan: QuantPlan, target, opts: Options) -> tuple[QuantPlan, bool]:
+    """(the plan `target` lowers, whether it differs from the shared plan): a pure function of the
+    shared plan, the target and the options, the same for one target or several. Applying it to its
+    own result changes nothing, so `compile --plan` of either plan file lowers the same plan.
+
+    A plan that differs is the target's own (its `target` names it, plan.TARGET.json holds it);
+    one that does not is the shared plan itself, so the artifact names plan.json's hash."""
+    own = adjust_for_target(graph, plan, target, opts)
+    if own.sha256() == plan.sha256():
+        return own, False
+    own.target = target.name
+    return own, True
+
+
+def target_plans(graph: Graph, plan: QuantPlan, targets, opts: Options) -> list[tuple[QuantPlan, bool]]:
+    """Every target's plan, each checked against what the target holds before anything is lowered."""
+    lowered = plan_graph(graph, plan)
+    out = []
+    for target in targets:
+        tplan, own = plan_for_target(graph, plan, target, opts)
+        target.check_plan(lowered, tplan, opts.target_options)
+        out.append((tplan, own))
+    return out
 
 
 def compile(model, target="ort", calib=None, val=None, out="out", **kw) -> dict:  # noqa: A001
@@ -154,19 +169,16 @@ def run_compile(model, opts: Options) -> dict:
         target.check_options(opts.target_options)  # an API caller's option values, as the CLI flags check them
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
-    plan, calib, val, facts = make_plan(graph, opts, targets)
+    plan, calib, val, facts = make_plan(graph, opts)
     lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
-    for target in targets:
-        target.check_plan(lowered, plan, opts.target_options)
+    tplans = target_plans(graph, plan, targets, opts)  # the shared plan itself is never changed from here on
     stem = model_stem(model)
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
     ref = float_runner.run_batches(val, bs)
     entries = []
     with StagingDir(opts.out) as staging:
-        for name, target in zip(opts.targets, targets):
-            tplan = plan_for_target(graph, plan, target, targets, opts)
-            own_plan = tplan is not plan and tplan.sha256() != plan.sha256()
+        for name, target, (tplan, own_plan) in zip(opts.targets, targets, tplans):
             if own_plan:
                 write_text(staging.path / f"plan.{name}.json", tplan.to_json())  # what this target lowered, exactly
             artifact = target.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
@@ -268,7 +280,7 @@ def write_plan(model, opts: Options) -> QuantPlan:
     for t in opts.targets:
         get_target(t)
     graph = prepare(model, opts)
-    plan, *_ = make_plan(graph, opts, [get_target(t) for t in opts.targets])
+    plan, *_ = make_plan(graph, opts)  # the shared plan; compile derives each target's own from it
     with StagingDir(opts.out) as staging:
         write_text(staging.path / "plan.json", plan.to_json())
     return plan

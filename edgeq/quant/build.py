@@ -1,7 +1,11 @@
-"""Build a QuantPlan from a graph and observed ranges: the uniform int8 recipe.
+"""The pieces every plan is built from, and `int8_plan`: a uniform plan from given ranges.
 
 Weights symmetric per output channel (narrow int8 grid, zero point 0), activations
 asymmetric per tensor, biases int32 with scale = input_scale * weight_scale[c].
+The pipeline plans with the one recipe in `mixed.build_mixed_plan` (uniform int8 is its
+default); `int8_plan` is for code that already has ranges (tests, benches). Both write
+weight entries through `weight_entry` -> `weights.derive`, so every entry is complete
+(`derived` included) and a plan edit re-derives exactly what changed.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.graph import Graph, get_attr, node_name
-from edgeq.quant.linear import affine_params, symmetric_params
+from edgeq.quant.linear import affine_params
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
+from edgeq.quant.weights import derive
 
 # Ops whose second input is a weight edgeq quantizes, and the weight's output-channel axis.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -42,21 +47,21 @@ def weighted_nodes(graph: Graph):
 
 
 def weight_entry(graph: Graph, k: int, node, bits: int = 8) -> WeightPlan:
+    """A complete entry: symmetric per output channel (per tensor where there is no channel axis),
+    its parameters and `derived` filled by `weights.derive`, the one function that computes them."""
     w = graph.initializer(node.input[1])
     axis = weight_axis(graph, node)
     if node.op_type == "ConvTranspose" and get_attr(node, "group", 1) != 1:
         axis = None
-    reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
-    absmax = np.abs(w).max(axis=reduce_axes) if axis is not None else np.abs(w).max(keepdims=True).reshape(1)
-    scale, zp = symmetric_params(absmax, bits)
     bias = node.input[2] if len(node.input) > 2 and node.input[2] and graph.is_const(node.input[2]) else None
     if bias is not None and (node.op_type == "Gemm" and graph.initializer(bias).ndim != 1):
         bias = None
-    return WeightPlan(
+    wp = WeightPlan(
         tensor=node.input[1], node=node_name(node, k), op=node.op_type, shape=list(w.shape), bits=bits,
         scheme="symmetric", granularity="per_channel" if axis is not None else "per_tensor", axis=axis,
-        scale=[float(s) for s in scale], zero_point=[int(z) for z in zp], bias=bias, input=node.input[0],
+        bias=bias, input=node.input[0],
     )
+    return derive(wp, w)
 
 
 def grid_carrier(graph: Graph, node) -> str:
