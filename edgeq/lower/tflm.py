@@ -147,9 +147,13 @@ def arena_bytes(data: bytes, source: str = "model") -> int:
             reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "load failed"
             _flush_c_stdio()
             cap.seek(0)
-            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", cap.read().decode(errors="replace"))))
+            printed = cap.read().decode(errors="replace")
+            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", printed)))
+            lines = [line.strip() for line in printed.splitlines() if line.strip()]
             if missing:  # what TFLite Micro printed: the op it has no kernel for
                 reason = f"{reason}: no TFLite Micro kernel for {', '.join(missing)}"
+            elif lines:  # or why a kernel refused to prepare (e.g. "Positions of type 'INT64' are not supported by gather.")
+                reason = f"{reason}: {'; '.join(lines[-2:])[:300]}"
             raise ModelError(f"{source}: TFLite Micro cannot run the lowered model ({reason}); "
                              "check its ops against TFLite Micro's kernels, or use --target tflite") from None
         finally:
