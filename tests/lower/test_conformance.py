@@ -45,6 +45,17 @@ HAND_PICKED = {
         "test_add_uint8",  # wraps around like ONNX, through int32
         "test_pow_types_int64_float32",
     ],
+    "tflm": [
+        "test_maxpool_2d_default",  # activations over 10x the model's bytes: measured in the whole SRAM
+        "test_maxpool_2d_dilations",  # 9 ops: the memory planner's scratch is beyond the recorded arena
+    ],
+    "ort": [
+        "test_hannwindow_expanded",  # value_int Constants become initializers
+        "test_convtranspose_with_kernel",  # IR 3 / opset 8 converted to opset 13
+    ],
+    "coreml": [
+        "test_nllloss_NCd1_ii_expanded",  # Where with a condition wider than both branches
+    ],
 }
 
 # case -> a piece of the EdgeqError's message: refusals the user is told about in one line.
