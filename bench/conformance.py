@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         if len(targets) == 1:
             print_ops(t, results)
         print_failures(t, results)
-    print(f"\nnot run anywhere: {len(skipped)} cases the bench cannot check (random draws; sequence, optional or string I/O)\n")
+    print(f"\nskipped: {len(skipped)} cases the bench cannot check (random draws; sequence, optional or string I/O)\n")
     print_targets(by_target)
     if args.json_path:
         blobs = {t: target_json(t, r) for t, r in by_target.items()}
