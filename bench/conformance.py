@@ -1,14 +1,20 @@
-"""ONNX backend node tests through a target, in float: pass rate per op, failures listed.
+"""ONNX backend node tests through a target, in float: pass / wrong / error / refused per op and per target.
 
-    python bench/conformance.py --target tflite [--filter conv] [--json out.json]
+    python bench/conformance.py --target tflite|tflm|coreml|ort|all [--filter conv] [--json out.json]
 
 Each case of Debian's libonnx-testdata (/usr/share/libonnx-testdata/data/node/test_*/)
-whose ops are all in the target's op table is loaded like any model, lowered with a
-float plan (no bits), run on the target's runtime and compared with the expected
-outputs (rtol 1e-3, atol 1e-5). Parameter inputs (weights, pads, axes, clip bounds, see
-PARAM_INPUTS) are frozen to the case's values first, as a deployed model holds them; dims
-the model leaves unbound are bound to the case's data, as `--input-shape` does. Target-agnostic: it uses only get_target, lower and
-make_runner. A case that fails to lower counts as a failure and is listed with why.
+whose ops are all in the target's op table (`OPS`: the selection is generated from the
+registry) is loaded like any model, lowered with a float plan (no bits), run on the
+target's runtime through make_runner (Core ML off macOS: the MIL reference executor;
+tflm: TFLite Micro's Python interpreter) and compared with the expected outputs (rtol
+1e-3, atol 1e-5). Parameter inputs (weights, pads, axes, clip bounds, see PARAM_INPUTS)
+are frozen to the case's values first, as a deployed model holds them; dims the model
+leaves unbound are bound to the case's data, as `--input-shape` does.
+
+Each case ends in one OUTCOMES class: `pass`; `wrong` (lowered and ran, wrong answer or
+shape: the serious class, a user would get it silently); `error` (an exception that is no
+EdgeqError, a runtime crash or a timeout: a bug); `refused` (a clean EdgeqError such as
+UnsupportedOpError: the user is told). Target-specific handling is data (TARGET_OPTIONS).
 """
 
 from __future__ import annotations
@@ -31,13 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgeq.errors import EdgeqError  # noqa: E402
-from edgeq.lower import get_target  # noqa: E402
+from edgeq.lower import expand_all, get_target  # noqa: E402
 from edgeq.quant.plan import QuantPlan  # noqa: E402
 from edgeq.runners import make_runner  # noqa: E402
 
 NODE_TESTS = Path("/usr/share/libonnx-testdata/data/node")
 IGNORED_OPS = {"Constant", "Identity"}  # removed by edgeq's normalization passes
+# Cases whose expected outputs no runtime can reproduce: they draw random numbers.
+RANDOM_OPS = {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
 RTOL, ATOL = 1e-3, 1e-5
+OUTCOMES = ("pass", "wrong", "error", "refused")
+# Lowering options per target, under any --option. Conformance checks what each op computes, so
+# Core ML runs in fp32 (fp16 rounding alone exceeds rtol 1e-3; it is a precision choice, not an op's
+# semantics) and ort skips the .ort file (a packaging step in a child process; the runner runs the .onnx).
+TARGET_OPTIONS = {"coreml": {"coreml_precision": "fp32"}, "ort": {"ort_format": False}}
 # Inputs the op spec treats as parameters: a deployed model holds them as constants (LiteRT and
 # Core ML need them so), so the bench freezes them to the case's values. Data inputs stay inputs.
 PARAM_INPUTS = {
@@ -88,10 +101,15 @@ def frozen(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelP
     return m
 
 
-def run_case(mod, case: Path, work: Path) -> tuple[bool, str]:
+def run_case(mod, case: Path, work: Path, options: dict | None = None) -> tuple[bool, str]:
+    """(True, "") when every output of every data set matches, (False, why) when one differs; an
+    exception (an EdgeqError when edgeq refuses) when the case does not lower or run. `options`
+    defaults to the target's TARGET_OPTIONS under the bench's --option values."""
     from edgeq.frontend import load
     from edgeq.passes import run_passes
 
+    if options is None:
+        options = {**TARGET_OPTIONS.get(mod.NAME, {}), **json.loads(os.environ.get("EDGEQ_TARGET_OPTIONS", "{}"))}
     model = onnx.load(case / "model.onnx")
     inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     outputs = [o.name for o in model.graph.output]
@@ -105,7 +123,7 @@ def run_case(mod, case: Path, work: Path) -> tuple[bool, str]:
             m = frozen(model, values)
             graph = run_passes(load(m, input_shapes={i.name: values[i.name].shape for i in m.graph.input if i.name in values}))
         plan = QuantPlan(model_sha256=graph.sha256(), target=mod.NAME, mode="static")
-        artifact = mod.lower(graph, plan, work / ds.name, case.name, json.loads(os.environ.get("EDGEQ_TARGET_OPTIONS", "{}")))
+        artifact = mod.lower(graph, plan, work / ds.name, case.name, options)
         feeds = {s.name: values[s.name] for s in graph.inputs}
         got = make_runner(artifact).run(feeds)
         for k, name in enumerate(outputs):
@@ -119,6 +137,59 @@ def run_case(mod, case: Path, work: Path) -> tuple[bool, str]:
     return True, ""
 
 
+def outcome(mod, case: Path, work: Path, options: dict | None = None) -> tuple[str, str]:
+    """(one of OUTCOMES, why) for a case on a target, in this process."""
+    try:
+        ok, why = run_case(mod, case, work, options)
+    except EdgeqError as e:
+        return "refused", f"{type(e).__name__}: {e}"
+    except Exception as e:  # a bug or a runtime's own refusal: listed, not hidden
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else traceback.format_exc(limit=1)
+        return "error", f"{type(e).__name__}: {msg}"
+    return ("pass", "") if ok else ("wrong", why)
+
+
+def uncheckable(model: onnx.ModelProto) -> str | None:
+    """Why the bench cannot check a case (None when it can): edgeq runs numeric tensors, and a random
+    draw has no expected value."""
+    for v in (*model.graph.input, *model.graph.output):
+        if not v.type.HasField("tensor_type"):
+            return f"'{v.name}' is no tensor ({v.type.WhichOneof('value')})"
+        if v.type.tensor_type.elem_type == onnx.TensorProto.STRING:
+            return f"'{v.name}' is a string tensor"
+    for n in model.graph.node:
+        if n.op_type in RANDOM_OPS or (n.op_type == "Dropout" and len(n.input) > 2 and n.input[2]):
+            return f"{n.op_type} draws random numbers" + (" (training_mode)" if n.op_type == "Dropout" else "")
+    return None
+
+
+def node_cases(filter_text: str = "", skipped: dict | None = None) -> list[tuple[Path, frozenset[str]]]:
+    """(case folder, its ops) of every checkable node test with a model and expected outputs, by name;
+    `skipped` collects {case: why} of the uncheckable ones."""
+    out = []
+    for case in sorted(NODE_TESTS.glob("test_*")):
+        if filter_text not in case.name or not (case / "model.onnx").exists():
+            continue
+        if not list(case.glob("test_data_set_*/output_0.pb")):
+            continue  # a case without data checks nothing
+        try:
+            model = onnx.load(case / "model.onnx")
+        except Exception:
+            continue
+        why = uncheckable(model)
+        if why is not None and skipped is not None:
+            skipped[case.name] = why
+        if why is None and case_ops(model):
+            out.append((case, frozenset(case_ops(model))))
+    return out
+
+
+def target_cases(target: str, cases: list[tuple[Path, frozenset[str]]]) -> list[tuple[Path, frozenset[str]]]:
+    """The cases whose ops are all in the target's op registry."""
+    table = set(get_target(target).OPS)
+    return [(case, ops) for case, ops in cases if ops <= table]
+
+
 def _worker(conn, target: str) -> None:
     """Runs cases sent over `conn`; a runtime that aborts kills only this process."""
     mod = get_target(target)
@@ -127,14 +198,7 @@ def _worker(conn, target: str) -> None:
             case = conn.recv()
             if case is None:
                 return
-            try:
-                ok, why = run_case(mod, Path(case), Path(tmp) / Path(case).name)
-            except EdgeqError as e:
-                ok, why = False, f"not lowered: {e}"
-            except Exception as e:  # a bug or a runtime refusal: listed, not hidden
-                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else traceback.format_exc(limit=1)
-                ok, why = False, f"{type(e).__name__}: {msg}"
-            conn.send((ok, why))
+            conn.send(outcome(mod, Path(case), Path(tmp) / Path(case).name))
 
 
 class Worker:
@@ -149,7 +213,7 @@ class Worker:
         self.proc = self.mp.Process(target=_worker, args=(child, self.target), daemon=True)
         self.proc.start()
 
-    def run(self, case: Path, timeout: float = 120) -> tuple[bool, str]:
+    def run(self, case: Path, timeout: float = 120) -> tuple[str, str]:
         self.conn.send(str(case))
         if self.conn.poll(timeout):
             try:
@@ -160,55 +224,92 @@ class Worker:
         self.proc.kill()
         self.proc.join()
         self.start()
-        return False, f"runtime crashed (exit {code})" if code is not None else f"timed out after {timeout:.0f} s"
+        return "error", f"runtime crashed (exit {code})" if code is not None else f"timed out after {timeout:.0f} s"
 
     def close(self) -> None:
         self.conn.send(None)
         self.proc.join(5)
 
 
+def run_target(target: str, cases: list[tuple[Path, frozenset[str]]]) -> dict[str, list[tuple[str, str, str]]]:
+    """{op label: [(case, outcome, why)]} for the target's cases, each in a worker process."""
+    results: dict[str, list] = defaultdict(list)
+    worker = Worker(target)
+    for case, ops in target_cases(target, cases):
+        got, why = worker.run(case)
+        results[label(case.name, ops)].append((case.name, got, why))
+    worker.close()
+    return dict(results)
+
+
+def counts(results: dict[str, list]) -> dict[str, int]:
+    """cases, each outcome, and failed (wrong + error: neither a pass nor a clean refusal)."""
+    n = {k: sum(got == k for v in results.values() for _, got, _ in v) for k in OUTCOMES}
+    return {"cases": sum(len(v) for v in results.values()), **n, "failed": n["wrong"] + n["error"]}
+
+
+def print_ops(target: str, results: dict[str, list]) -> None:
+    c = counts(results)
+    print(f"ONNX node conformance, target {target}: {c['pass']}/{c['cases']} cases pass ({100 * c['pass'] / max(c['cases'], 1):.1f} %)\n")
+    print(f"{'op':<28}{'pass':>6}{'cases':>7}{'rate':>9}{'wrong':>7}{'error':>7}{'refused':>9}")
+    for op in sorted(results):
+        o = counts({op: results[op]})
+        print(f"{op:<28}{o['pass']:>6}{o['cases']:>7}{100 * o['pass'] / o['cases']:>8.0f}%{o['wrong']:>7}{o['error']:>7}{o['refused']:>9}")
+
+
+def print_targets(by_target: dict[str, dict]) -> None:
+    print(f"{'target':<10}{'cases':>7}{'passed':>8}{'failed':>8}{'(wrong)':>9}{'(error)':>9}{'refused':>9}")
+    for target, results in by_target.items():
+        c = counts(results)
+        print(f"{target:<10}{c['cases']:>7}{c['pass']:>8}{c['failed']:>8}{c['wrong']:>9}{c['error']:>9}{c['refused']:>9}")
+    print("failed = wrong answers (lowered and ran) + errors (no clean EdgeqError: a bug, a crash); refused = a clean EdgeqError")
+
+
+def print_failures(target: str, results: dict[str, list]) -> None:
+    titles = {"wrong": "WRONG ANSWERS", "error": "errors (not a clean refusal)", "refused": "refused cleanly"}
+    for kind, title in titles.items():
+        rows = sorted((name, why) for v in results.values() for name, got, why in v if got == kind)
+        if rows:
+            print(f"\n{target}: {title} ({len(rows)}):")
+            for name, why in rows:
+                print(f"  {name}: {why}")
+
+
+def target_json(target: str, results: dict[str, list]) -> dict:
+    c = counts(results)
+    return {"target": target, "passed": c["pass"], "total": c["cases"], "failed": c["failed"], "wrong": c["wrong"],
+            "error": c["error"], "refused": c["refused"],
+            "cases": {op: [{"case": n, "pass": got == "pass", "outcome": got, "why": why} for n, got, why in v]
+                      for op, v in sorted(results.items())}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", default="tflite", help="tflite | coreml | ort | any registered target")
+    ap.add_argument("--target", default="tflite", help="tflite | tflm | coreml | ort | all (every available target)")
     ap.add_argument("--filter", default="", help="only cases whose directory name contains this")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
     ap.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                    help="a target option passed to lower, e.g. coreml_precision=fp32 (repeat)")
+                    help="a target option passed to lower, e.g. coreml_precision=fp16 (repeat; over TARGET_OPTIONS)")
     args = ap.parse_args(argv)
     os.environ["EDGEQ_TARGET_OPTIONS"] = json.dumps(dict(o.split("=", 1) for o in args.options))  # seen by the workers
-    mod = get_target(args.target)
-    results: dict[str, list] = defaultdict(list)
-    worker = Worker(args.target)
-    for case in sorted(NODE_TESTS.glob("test_*")):
-        if args.filter not in case.name or not (case / "model.onnx").exists():
-            continue
-        if not list(case.glob("test_data_set_*/output_0.pb")):
-            continue  # a case without data checks nothing
-        try:
-            ops = case_ops(onnx.load(case / "model.onnx"))
-        except Exception:
-            continue
-        if not ops or not ops <= set(mod.OPS):
-            continue
-        ok, why = worker.run(case)
-        results[label(case.name, ops)].append((case.name, ok, why))
-    worker.close()
-    total = sum(len(v) for v in results.values())
-    passed = sum(ok for v in results.values() for _, ok, _ in v)
-    print(f"ONNX node conformance, target {args.target}: {passed}/{total} cases pass ({100 * passed / max(total, 1):.1f} %)\n")
-    print(f"{'op':<28}{'pass':>6}{'cases':>7}{'rate':>9}")
-    for op in sorted(results):
-        v = results[op]
-        p = sum(ok for _, ok, _ in v)
-        print(f"{op:<28}{p:>6}{len(v):>7}{100 * p / len(v):>8.0f}%")
-    failures = [(name, why) for v in results.values() for name, ok, why in v if not ok]
-    if failures:
-        print(f"\nfailures ({len(failures)}):")
-        for name, why in sorted(failures):
-            print(f"  {name}: {why}")
+    targets = expand_all([args.target])
+    for t in targets:
+        get_target(t)  # an unknown target: one line before any work
+    skipped: dict[str, str] = {}
+    cases = node_cases(args.filter, skipped)
+    by_target = {t: run_target(t, cases) for t in targets}
+    for t, results in by_target.items():
+        if len(targets) == 1:
+            print_ops(t, results)
+        print_failures(t, results)
+    print(f"\nskipped: {len(skipped)} cases the bench cannot check (random draws; sequence, optional or string I/O)\n")
+    print_targets(by_target)
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"target": args.target, "passed": passed, "total": total, "cases": {
-            op: [{"case": n, "pass": ok, "why": why} for n, ok, why in v] for op, v in sorted(results.items())}}, indent=2))
+        blobs = {t: target_json(t, r) for t, r in by_target.items()}
+        out = blobs[targets[0]] if len(targets) == 1 else {
+            "targets": blobs, "passed": sum(b["passed"] for b in blobs.values()), "total": sum(b["total"] for b in blobs.values())}
+        out["skipped"] = dict(sorted(skipped.items()))
+        Path(args.json_path).write_text(json.dumps(out, indent=2))
     return 0
 
 

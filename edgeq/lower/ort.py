@@ -335,12 +335,18 @@ def _opset_needed(plan: QuantPlan, options: dict) -> int:
 
 
 def _convert_opset(g: Graph, opset: int) -> Graph:
+    src = onnx.ModelProto()
+    src.CopyFrom(g.model)
+    # the IR version the new opset needs: an IR 3 model whose initializers the passes no longer list as
+    # inputs (IR >= 4 allows that) failed to convert ("Input w is undefined!")
+    src.ir_version = max(src.ir_version, helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
     try:
-        m = onnx.version_converter.convert_version(g.model, opset)
+        m = onnx.version_converter.convert_version(src, opset)
     except Exception as e:
-        raise PlanError(f"{g.source}: the plan needs opset {opset} (INT4, blocks or 16-bit activations) and the model "
-                        f"cannot be converted ({str(e).splitlines()[0][:120]}); use 5..8-bit per-channel weights "
-                        "or drop --int4") from None
+        why, fix = (("the plan needs opset {} (INT4, blocks or 16-bit activations)", "use 5..8-bit per-channel weights or drop --int4")
+                    if opset >= INT4_OPSET else ("the ort target needs opset {} (per-axis QDQ)", "export the model at opset 13 or later"))
+        raise PlanError(f"{g.source}: {why.format(opset)} and the model cannot be converted "
+                        f"({str(e).splitlines()[0][:120]}); {fix}") from None
     return Graph(m, g.source)
 
 

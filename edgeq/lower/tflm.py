@@ -27,7 +27,7 @@ from edgeq.graph import Graph, node_name
 from edgeq.lower import tflite as T
 from edgeq.lower.tflm_package import build_glue, c99_source, c_header, c_source, ops_header
 from edgeq.quant.plan import QuantPlan
-from edgeq.runners import register_runner
+from edgeq.runners import captured_stderr, register_runner
 from edgeq.target import target_data
 
 NAME = "tflm"
@@ -101,6 +101,7 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
         raise ModelError(f"{graph.source}: TFLite Micro needs a {_mib(arena)} tensor arena for this model; microcontrollers "
                          f"have up to {_mib(target_data(NAME)['mcu_arena_bytes'])} of SRAM (targets/tflm.toml "
                          "mcu_arena_bytes): use --target tflite, or a smaller input")
+    total = arena_that_loads(data, arena)
     out_dir = Path(out_dir)
     path = out_dir / f"{stem}.micro.tflite"  # beside a --target tflite artifact of the same model
     write_bytes(path, data)
@@ -108,7 +109,7 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
     symbol = c_identifier(stem)
     header, source, manifest_path = out_dir / f"{stem}_model_data.h", out_dir / f"{stem}_model_data.cc", out_dir / f"{stem}.tflm.json"
     ops_path = out_dir / f"{stem}_ops.h"
-    write_text(header, c_header(symbol, len(data), arena + ARENA_MARGIN, artifact.inputs, artifact.outputs))
+    write_text(header, c_header(symbol, len(data), total, artifact.inputs, artifact.outputs))
     write_text(source, c_source(symbol, header.name, data))
     write_text(ops_path, ops_header(symbol, ctx.w.op_names))
     c99 = out_dir / f"{stem}_model_data.c"
@@ -125,13 +126,13 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
                     "c99_source": c99.name},
         "build_glue": sorted(glue),
         "ops_header": {"file": ops_path.name, "function": f"{symbol}_register_ops", "resolver": f"{symbol.upper()}_OpResolver"},
-        "arena_bytes_measured": arena, "arena_bytes": arena + ARENA_MARGIN,
+        "arena_bytes_measured": arena, "arena_bytes": total,
         "inputs": [s.to_json() for s in artifact.inputs], "outputs": [s.to_json() for s in artifact.outputs],
         "ops": sorted(set(ctx.w.op_names)), "plan_sha256": plan.sha256(),
     }
     write_text(manifest_path, dumps_json(manifest))
     artifact.files += [source, c99, header, ops_path, *glue_paths, manifest_path]
-    artifact.extra.update(tflm_arena_bytes=arena + ARENA_MARGIN, tflm_manifest=str(manifest_path))
+    artifact.extra.update(tflm_arena_bytes=total, tflm_manifest=str(manifest_path))
     return artifact
 
 
@@ -149,15 +150,21 @@ def arena_bytes(data: bytes, source: str = "model") -> int:
         saved = os.dup(2)
         try:
             os.dup2(cap.fileno(), 2)
-            interp = runtime.Interpreter.from_bytes(data)
+            # the target's whole SRAM: tflite_micro's default (10x the model's bytes) is too small for a model with
+            # few weights and large activations, which then failed to load as if an op were missing
+            interp = runtime.Interpreter.from_bytes(data, arena_size=target_data(NAME)["mcu_arena_bytes"])
             interp.print_allocations()
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "load failed"
             _flush_c_stdio()
             cap.seek(0)
-            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", cap.read().decode(errors="replace"))))
+            printed = cap.read().decode(errors="replace")
+            missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", printed)))
+            lines = [line.strip() for line in printed.splitlines() if line.strip()]
             if missing:  # what TFLite Micro printed: the op it has no kernel for
                 reason = f"{reason}: no TFLite Micro kernel for {', '.join(missing)}"
+            elif lines:  # or why a kernel refused to prepare (e.g. "Positions of type 'INT64' are not supported by gather.")
+                reason = f"{reason}: {'; '.join(lines[-2:])[:300]}"
             raise ModelError(f"{source}: TFLite Micro cannot run the lowered model ({reason}); "
                              "check its ops against TFLite Micro's kernels, or use --target tflite") from None
         finally:
@@ -170,6 +177,26 @@ def arena_bytes(data: bytes, source: str = "model") -> int:
     if not m:
         raise ModelError("TFLite Micro did not report an arena size for the model")
     return int(m.group(1))
+
+
+def arena_that_loads(data: bytes, measured: int) -> int:
+    """The measured arena plus ARENA_MARGIN, the margin doubled until TFLite Micro loads the model in it.
+    The recording's total leaves out the memory planner's scratch (per buffer, freed after planning):
+    measured on a 9-op MaxPool with dilations, 2,480 bytes recorded, 3,568 needed."""
+    from tflite_micro import runtime
+
+    cap, margin = target_data(NAME)["mcu_arena_bytes"], ARENA_MARGIN
+    while True:
+        size = min(measured + margin, cap)
+        try:
+            with captured_stderr():  # TFLite Micro prints each failed allocation
+                runtime.Interpreter.from_bytes(data, arena_size=size)
+            return size
+        except RuntimeError:
+            if size == cap:
+                raise ModelError(f"TFLite Micro cannot load the model in a {_mib(cap)} arena, the most "
+                                 "targets/tflm.toml allows (mcu_arena_bytes): use --target tflite") from None
+            margin *= 2
 
 
 def _flush_c_stdio() -> None:
@@ -196,9 +223,18 @@ class MicroRunner:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def invoke(chunk: dict) -> dict:
             self.interpreter.reset()  # variable tensors (LSTM state) back to zero: each ONNX call starts fresh
-            for k, spec in enumerate(self.artifact.inputs):
-                self.interpreter.set_input(T.to_artifact(chunk[spec.name], spec, self.nhwc), k)
-            self.interpreter.invoke()
+            failed = None
+            with captured_stderr() as log:  # a kernel that lacks a dtype says so here (e.g. "Input type UINT8 (3) not supported.")
+                try:
+                    for k, spec in enumerate(self.artifact.inputs):
+                        self.interpreter.set_input(T.to_artifact(chunk[spec.name], spec, self.nhwc), k)
+                    self.interpreter.invoke()
+                except (RuntimeError, ValueError) as e:  # ValueError: the Python binding has no such input dtype (uint16)
+                    failed = e
+            if failed is not None:
+                why = "; ".join(line.strip() for line in log.text.splitlines() if line.strip()) or str(failed).strip()
+                raise ModelError(f"{Path(self.artifact.path).name}: TFLite Micro cannot run the model ({why[:300]}): its kernels "
+                                 "lack an op or dtype of it; use --target tflite") from None
             return {spec.name: T.from_artifact(np.array(self.interpreter.get_output(k)), spec, self.nhwc)
                     for k, spec in enumerate(self.artifact.outputs)}
 

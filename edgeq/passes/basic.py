@@ -21,14 +21,31 @@ def rename_input(graph: Graph, old: str, new: str) -> None:
             o.name = new
 
 
+# Constant's scalar and list attributes (opset 12+) and the dtype ONNX gives each.
+CONSTANT_LISTS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+
+
+def constant_value(n) -> np.ndarray | None:
+    """A Constant node's numeric value (`value` or a value_int/float(s) attribute); None for anything else
+    (strings, sparse tensors, other ops)."""
+    if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or len(n.attribute) != 1:
+        return None
+    a = n.attribute[0]
+    if a.name == "value":
+        return numpy_helper.to_array(a.t)
+    if a.name in CONSTANT_LISTS:
+        return np.asarray(helper.get_attribute_value(a), CONSTANT_LISTS[a.name])
+    return None
+
+
 @register("constants_to_initializers")
 def constants_to_initializers(graph: Graph) -> Graph:
     g = graph.model.graph
     keep = []
     for n in g.node:
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            t = numpy_helper.from_array(numpy_helper.to_array(n.attribute[0].t), n.output[0])
-            g.initializer.append(t)
+        value = constant_value(n)
+        if value is not None:
+            g.initializer.append(numpy_helper.from_array(value, n.output[0]))
         else:
             keep.append(n)
     del g.node[:]

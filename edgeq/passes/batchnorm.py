@@ -93,8 +93,8 @@ def batchnorm_to_affine(graph: Graph) -> Graph:
     g = graph.model.graph
     out = []
     for k, bn in enumerate(g.node):
-        rank = len(graph.shape(bn.input[0]) or ())
-        if (bn.op_type != "BatchNormalization" or len([o for o in bn.output if o]) != 1 or rank < 2
+        rank = len(graph.shape(bn.input[0]) or ()) if bn.op_type == "BatchNormalization" else 0  # other nodes may have no input
+        if (rank < 2 or len([o for o in bn.output if o]) != 1
                 or get_attr(bn, "training_mode", 0) or not all(graph.is_const(i) for i in bn.input[1:5])):
             out.append(bn)
             continue

@@ -208,3 +208,29 @@ def test_grouped_conv_float_and_int8(tmp_path):
     sim_art = get_target("ort").lower(graph, plan, tmp_path, "sim", {"ort_format": False})
     sim = OrtRunner(str(sim_art.path), optimize=False).run({"input": x})["out"]
     assert np.abs(got - sim).max() <= plan.activations["out"].scale * 1.001
+
+
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_lstm_directions_match_onnxruntime(tmp_path, direction):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.quant.plan import QuantPlan
+
+    rng = np.random.default_rng(0)
+    dirs, hidden, size = (2 if direction == "bidirectional" else 1), 5, 3
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n) for n, s in
+             (("W", (dirs, 4 * hidden, size)), ("R", (dirs, 4 * hidden, hidden)), ("B", (dirs, 8 * hidden)))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y", "Y_h"], hidden_size=hidden, direction=direction)
+    g = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [7, 2, size])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [7, dirs, 2, hidden]),
+                           helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [dirs, 2, hidden])], inits)
+    graph = run_passes(Graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), "lstm"))
+    art = tflite.lower(graph, QuantPlan(graph.sha256()), tmp_path, "lstm", {})
+    runner = make_runner(art)
+    for _ in range(2):  # a second call starts from zero state too (LiteRT keeps it in variable tensors)
+        x = rng.normal(0, 1, (7, 2, size)).astype(np.float32)
+        got, ref = runner.run({"X": x}), OrtRunner(onnx.ModelProto.SerializeToString(graph.model)).run({"X": x})
+        for k in ("Y", "Y_h"):
+            np.testing.assert_allclose(got[k], ref[k], atol=1e-5)
+    assert any("reset" in n for n in art.notes)

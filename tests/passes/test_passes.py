@@ -81,3 +81,20 @@ def test_shared_bias_is_unshared_and_both_convs_fuse(tmp_path):
     biases = [n.input[2] for n in g.nodes if n.op_type == "Conv"]
     assert len(set(biases)) == 2
     np.testing.assert_array_equal(g.initializer(biases[0]), g.initializer(biases[1]))
+
+
+def test_constant_attribute_forms_become_initializers():
+    """value_ints / value_float Constants (opset 12+) fold like `value` ones; an input-less node the
+    passes keep (a string Constant) does not trip batchnorm_to_affine (found by bench/conformance.py)."""
+    nodes = [helper.make_node("Constant", [], ["shape"], value_ints=[2, 3]),
+             helper.make_node("Constant", [], ["half"], value_float=0.5),
+             helper.make_node("Constant", [], ["unused"], value_strings=[b"a"]),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Add", ["r", "half"], ["y"])]
+    g = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    graph = run_passes(load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    assert graph.op_counts() == {"Reshape": 1, "Add": 1}
+    x = np.arange(6, dtype=np.float32)
+    got = OrtRunner(graph.serialize(), optimize=False).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, x.reshape(2, 3) + 0.5)

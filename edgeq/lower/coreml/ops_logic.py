@@ -62,7 +62,23 @@ def lower_where(ctx: LoweringContext):
         a, b = a.astype(dtype), b.astype(dtype)
     if isinstance(cond, np.ndarray):
         cond = cond.astype(np.bool_)
+    # MIL's select types its output by a and b only: a cond wider than both (Where(mask, 0.0, 1.0)) would give
+    # a narrower declared shape than ONNX's, and every later op would follow it. Widen a to the full shape.
+    full = np.broadcast_shapes(*(ctx.shape(ctx.inp(k)) for k in range(3)))
+    if np.broadcast_shapes(ctx.shape(ctx.inp(1)), ctx.shape(ctx.inp(2))) != full:
+        a = _broadcast_to(a, full)
     return mb.select(cond=cond, a=a, b=b, name=ctx.out_name())
+
+
+def _broadcast_to(v, shape: tuple[int, ...]):
+    """A constant or Var broadcast to `shape` (numpy rules)."""
+    if isinstance(v, np.ndarray):
+        return np.ascontiguousarray(np.broadcast_to(v, shape))
+    have = tuple(v.shape)
+    if len(have) < len(shape):
+        v = mb.reshape(x=v, shape=[1] * (len(shape) - len(have)) + list(have))
+        have = (1,) * (len(shape) - len(have)) + have
+    return mb.tile(x=v, reps=[s // d for s, d in zip(shape, have)])
 
 
 LOGIC_OPS = {
