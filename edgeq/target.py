@@ -14,6 +14,8 @@ directly and never with `hasattr`:
     target.payload         those bytes read back from a written artifact
     target.cross_checks    a second runtime / the plan's simulation, or None
     target.runner          runs an artifact on the target's runtime
+    target.read            reads a written artifact back for `edgeq profile` (its module's read_artifact)
+    target.int8_kernels    op types its runtime runs as integer kernels (its module's INT8_KERNELS), or None
 
 This module imports no lowering and no runtime: quant and profile read a target's spec and
 storage rule through it without pulling coremltools or LiteRT in.
@@ -125,6 +127,18 @@ def available(name: str) -> bool:
     return name in TARGET_MODULES and importlib.util.find_spec(TARGET_MODULES[name]) is not None
 
 
+def read_suffixes() -> dict[str, str]:
+    """{file suffix: target} for targets whose artifact is one file or folder with its own suffix
+    (targets/<name>.toml `artifact`); the target's `read` reads it back. A target sharing another's
+    suffix (tflm's .tflite) is read by the first."""
+    out: dict[str, str] = {}
+    for name in TARGET_MODULES:
+        suffix = target_spec(name).artifact
+        if suffix.startswith(".") and suffix.count(".") == 1 and " " not in suffix:
+            out.setdefault(suffix, name)
+    return out
+
+
 def _no_check(*_args, **_kw) -> None:
     return None
 
@@ -147,6 +161,9 @@ class Target:
         self._cross_checks = getattr(module, "cross_checks", None)
         self._storage = getattr(module, "weight_storage", None)
         self._payload = getattr(module, "stored_payload", None)
+        self._read = getattr(module, "read_artifact", None)
+        kernels = getattr(module, "INT8_KERNELS", None)
+        self.int8_kernels: frozenset | None = frozenset(kernels) if kernels is not None else None  # None: every op
 
     def __repr__(self) -> str:
         return f"Target({self.name!r})"
@@ -193,6 +210,12 @@ class Target:
     def payload(self, artifact) -> int | None:
         """Bytes of the constants in a written artifact, read back from it (what storage predicts)."""
         return self._payload(artifact) if self._payload is not None else None
+
+    def read(self, path):
+        """An artifact.ReadArtifact: the costs, I/O and runnable Artifact of a file this target wrote."""
+        if self._read is None:
+            raise EdgeqError(f"the {self.name} target cannot read its artifacts back")
+        return self._read(path)
 
     def runner(self, artifact, threads: int = 1):
         from edgeq.runners import make_runner

@@ -11,7 +11,7 @@ cycle (rate × latency) above 1 means the device cannot keep up with that rate.
 
 from __future__ import annotations
 
-from edgeq.profile.cost import OpCost
+from edgeq.op_cost import OpCost
 from edgeq.profile.devices import Device
 
 

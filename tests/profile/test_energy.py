@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.op_cost import op_costs
 from edgeq.profile import profile_model
-from edgeq.profile.cost import estimate_latency, op_costs
+from edgeq.profile.cost import estimate_latency
 from edgeq.profile.devices import load_device
 from edgeq.profile.energy import battery_impact, energy_terms
 

@@ -30,6 +30,7 @@ from edgeq.lower.coreml.ops_logic import LOGIC_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
 from edgeq.lower.coreml.program import BOUNDARY_DTYPES, build_program, static_shape  # noqa: E402
+from edgeq.lower.coreml.read import read_coreml as read_artifact  # noqa: E402, F401  (Target hook)
 from edgeq.lower.coreml.storage import stored_payload, weight_storage  # noqa: E402, F401  (Target hooks)
 
 NAME = "coreml"

@@ -23,6 +23,7 @@ from edgeq.graph import Graph, node_name
 from edgeq.lower.tflite import layout as L
 from edgeq.lower.tflite.context import Ctx, TfliteOptions
 from edgeq.lower.tflite.ops import INT8_OPS, OPS
+from edgeq.lower.tflite.read import read_tflite as read_artifact  # noqa: F401  (Target hook)
 from edgeq.lower.tflite.storage import stored_payload, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import captured_stderr, register_runner
