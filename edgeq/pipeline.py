@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq import __version__
+from edgeq.compare import compare
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import check_leading_dim_is_batch, load
@@ -33,7 +34,7 @@ from edgeq.quant.size import predicted_bytes
 from edgeq.report import finite_copy, write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, check_threads, make_runner, run_batches
-from edgeq.verify import compare, quality_warnings
+from edgeq.verify import quality_warnings
 from edgeq.verify.cross import first
 
 

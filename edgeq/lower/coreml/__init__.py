@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
+from edgeq.compare import compare, lsb_agreement, run_check
 from edgeq.errors import CalibrationError, PlanError, UnsupportedOpError
 from edgeq.graph import Graph, node_name
 from edgeq.lower.coreml.package import quiet_coremltools
@@ -249,9 +250,6 @@ def can_predict() -> bool:
 def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
     """On macOS, Core ML itself (coremltools predict) beside the MIL reference executor verify ran:
     its fidelity to float, and how far it is from the executor."""
-    from edgeq.verify import compare
-    from edgeq.verify.cross import lsb_agreement, run_check
-
     if not can_predict():
         return {"coreml_predict": {"skipped": "coremltools runs Core ML models only on macOS; verified in the MIL reference executor"}}
 

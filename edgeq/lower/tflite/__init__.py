@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
+from edgeq.compare import lsb_agreement, run_check
 from edgeq.errors import ModelError, PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
@@ -279,8 +280,6 @@ def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict,
     """What verify ran (XNNPACK where it delegates; TFLite Micro for tflm) against LiteRT's built-in
     kernels, and, for integer activations, against the plan's QDQ simulation in onnxruntime (1 LSB
     where the math allows)."""
-    from edgeq.verify.cross import lsb_agreement, run_check
-
     checks = {builtin_key: run_check(lambda: lsb_agreement(got, LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
     if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
         checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, qdq_simulation(graph, plan, feeds), plan))
