@@ -159,7 +159,9 @@ class Target:
         self._check_plan = getattr(module, "check_plan", _no_check)
         self._adjust_plan = getattr(module, "adjust_plan", None)
         self._cross_checks = getattr(module, "cross_checks", None)
-        self._storage = getattr(module, "weight_storage", None)
+        # required: the writer's own rule (a target with none binds quant.size.generic_storage to its
+        # spec's formats); the fallback is not here, so this module needs nothing from quant
+        self._storage = module.weight_storage
         self._payload = getattr(module, "stored_payload", None)
         self._read = getattr(module, "read_artifact", None)
         kernels = getattr(module, "INT8_KERNELS", None)
@@ -183,9 +185,7 @@ class Target:
     def plan_for(self, graph, plan, options: dict | None = None):
         """The plan this target lowers: a new plan (the input is never changed), with the ranges and
         grids the target's kernels require (softmax output grids, ORT's 7-bit weights on some CPUs)."""
-        from edgeq.quant.plan import QuantPlan
-
-        own = QuantPlan.from_dict(plan.to_dict())
+        own = type(plan).from_dict(plan.to_dict())  # a QuantPlan, copied without importing quant
         if self._adjust_plan is not None:
             self._adjust_plan(graph, own, dict(options or {}))
         return own
@@ -200,12 +200,8 @@ class Target:
 
     def storage(self, graph, plan, options: dict | None = None) -> dict:
         """{tensor: bytes}: what each planned weight (codes + its parameters) and its bias take in
-        this target's artifact. The module's own rule where it has one, else the spec's formats."""
-        from edgeq.quant.size import generic_storage
-
-        if self._storage is not None:
-            return self._storage(graph, plan, options or {})
-        return generic_storage(graph, plan, self.spec.storage_format())
+        this target's artifact: the module's `weight_storage`, the one rule its writer stores by."""
+        return self._storage(graph, plan, options or {})
 
     def payload(self, artifact) -> int | None:
         """Bytes of the constants in a written artifact, read back from it (what storage predicts)."""
