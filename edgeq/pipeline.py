@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeq import __version__
 from edgeq.compare import compare
+from edgeq.devices import load_devices
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import check_leading_dim_is_batch, load
@@ -20,7 +21,6 @@ from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, expand_all, get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
-from edgeq.profile.devices import load_devices
 from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
 from edgeq.quant.build import int8_plan

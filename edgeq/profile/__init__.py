@@ -125,7 +125,7 @@ def profile_model(graph, plan, target: str, devices: list[str], rate: float, res
 def profile_costs(quant, flt, size_quant, size_float, ins: list[str], outs: list[str], target: str, devices: list[str],
                   rate: float, residency: dict | None = None) -> dict:
     """The profile from per-op costs (quantized and float) and tensor sizes, whatever format they came from."""
-    from edgeq.profile.devices import load_devices
+    from edgeq.devices import load_devices
     from edgeq.profile.memory import memory_summary
 
     out: dict = {
@@ -210,8 +210,8 @@ def profile_artifact(artifact, graph, plan, devices, rate, measured: dict | None
             prof["host_measured"]["float_p50_ms"] = _r(float_measured["p50"])
         float_pair = None
         if float_measured is not None:  # compile times the float model on onnxruntime: predict that
+            from edgeq.devices import load_device
             from edgeq.op_cost import op_costs
-            from edgeq.profile.devices import load_device
 
             pred = device_estimate(op_costs(graph, None), load_device(HOST_DEVICE), "onnx", rate)["latency_ms"]
             float_pair = (pred, float_measured["p50"])

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeq.devices import ComputeUnit, Device
 from edgeq.op_cost import OpCost
-from edgeq.profile.devices import ComputeUnit, Device
 
 UNIT_ALIASES = {"neural_engine": "npu", "ane": "ane", "neuralengine": "npu", "tpu": "npu", "dsp": "npu", "hexagon": "npu",
                 "cpu_or_gpu": "cpu"}  # coreml's residency estimate: off the Neural Engine -> the CPU fallback
