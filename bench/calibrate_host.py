@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python bench/calibrate_host.py [--litert] [--write-cache]
 
 --write-cache stores them as this CPU's calibration ($EDGEQ_CACHE_DIR/host/<cpu key>.toml,
-default ~/.cache/edgeq; edgeq/profile/host_numbers.py), which edgeq then uses for the host
+default ~/.cache/edgeq; edgeq/host_numbers.py), which edgeq then uses for the host
 profile on this CPU instead of the shipped numbers (measured on another CPU). The key is the
 CPU's model name, family/part ids and throughput features (edgeq/hostcpu.py), printed first.
 
@@ -272,7 +272,7 @@ def main() -> None:
     print(f"# cache key: {cache_key()}")
     n = measure(args.litert)
     if args.write_cache:
-        from edgeq.profile.host_numbers import write_cache
+        from edgeq.host_numbers import write_cache
 
         how = (f"measured on this CPU ({cpu_info()['model']}) with bench/calibrate_host.py"
                f"{' --litert' if args.litert else ''}, onnxruntime {ort.__version__}, 1 thread")

@@ -28,11 +28,11 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgeq.devices import load_device  # noqa: E402
 from edgeq.hostcpu import cache_key, describe  # noqa: E402
 from edgeq.lower import available  # noqa: E402
 from edgeq.pipeline import Options, prepare, run_compile  # noqa: E402
 from edgeq.profile import HOST_DEVICE, profile_model  # noqa: E402
-from edgeq.profile.devices import load_device  # noqa: E402
 from edgeq.runners import OrtRunner, make_runner  # noqa: E402
 
 

@@ -1,10 +1,16 @@
-"""Artifact: what a lowering wrote, and enough about it to run, verify and profile it."""
+"""Artifact: what a lowering wrote, and enough about it to run, verify and profile it.
+ReadArtifact: an artifact read back from disk for `edgeq profile` (profile/read.py, the targets' `read_artifact`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only
+    from edgeq.graph import Graph
+    from edgeq.quant.plan import QuantPlan
 
 
 @dataclass
@@ -64,3 +70,33 @@ def tree_sha256(path: Path) -> str:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+@dataclass
+class ReadArtifact:
+    path: Path
+    target: str  # "ort", "tflite", or "onnx" for a plain float model
+    graph: Graph | None  # the float graph the costs are computed on (ONNX formats)
+    plan: QuantPlan | None  # None: float model
+    # formats without an ONNX graph give their costs directly:
+    # (quant costs, float costs, quant tensor bytes, float tensor bytes, input names, output names)
+    costs: tuple | None = None
+    artifact: object = None  # an edgeq.artifact.Artifact the target's runner can load
+    quantized_io: bool = False
+    options: dict | None = None  # the target options the file shows it was written with (they decide its storage)
+
+    @property
+    def quantized(self) -> bool:
+        return self.plan is not None or self.quantized_io
+
+    def input_specs(self) -> list:
+        return self.graph.inputs if self.graph is not None else self.artifact.inputs
+
+    def runner(self, threads: int):
+        from edgeq.runners import OrtRunner
+
+        if self.artifact is not None:
+            from edgeq.target import get_target
+
+            return get_target(self.artifact.target).runner(self.artifact, threads)
+        return OrtRunner(str(self.path), threads=threads, source=str(self.path))

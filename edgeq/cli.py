@@ -331,8 +331,8 @@ def profile(artifact, devices, rate, threads, runs, as_json):
 
     ARTIFACT is any .ort.onnx, .tflite or .mlpackage edgeq wrote, or a plain float .onnx model.
     """
+    from edgeq.devices import load_devices
     from edgeq.profile import parse_rate, profile_path
-    from edgeq.profile.devices import load_devices
     from edgeq.profile.text import render_profile
 
     load_devices(devices)  # unknown device: fail before any work
@@ -344,7 +344,7 @@ def profile(artifact, devices, rate, threads, runs, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def devices(as_json):
     """List the device profiles (targets/devices/*.toml) `--device` accepts."""
-    from edgeq.profile.devices import device_names, load_device
+    from edgeq.devices import device_names, load_device
 
     info = [{"name": n, "description": load_device(n).description, "units": sorted(load_device(n).units),
              "assumed_numbers": len(load_device(n).assumed()), "numbers": len(load_device(n).quantities)} for n in device_names()]

@@ -152,3 +152,16 @@ def get_attr(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def with_all_outputs(graph: Graph, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model that also outputs `names` (calibration and the mask pass read them)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(graph.model)
+    present = {o.name for o in m.graph.output}
+    vis = {vi.name: vi for vi in m.graph.value_info}
+    for name in names:
+        if name in present or name in {i.name for i in graph.inputs}:
+            continue
+        m.graph.output.append(vis[name] if name in vis else onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return m

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from edgeq import __version__
 from edgeq.artifact import path_bytes
+from edgeq.compare import compare
+from edgeq.devices import load_devices
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.fileio import StagingDir, check_out_dir, write_text
 from edgeq.frontend import check_leading_dim_is_batch, load
@@ -21,7 +23,6 @@ from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, expand_all, get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
-from edgeq.profile.devices import load_devices
 from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
@@ -33,7 +34,7 @@ from edgeq.quant.size import predicted_bytes
 from edgeq.report import finite_copy, write_report
 from edgeq.report.html import write_html
 from edgeq.runners import OrtRunner, batch_size_for, check_runnable, check_threads, make_runner, run_batches
-from edgeq.verify import compare, quality_warnings
+from edgeq.verify import quality_warnings
 from edgeq.verify.cross import first
 
 

@@ -14,6 +14,8 @@ directly and never with `hasattr`:
     target.payload         those bytes read back from a written artifact
     target.cross_checks    a second runtime / the plan's simulation, or None
     target.runner          runs an artifact on the target's runtime
+    target.read            reads a written artifact back for `edgeq profile` (its module's read_artifact)
+    target.int8_kernels    op types its runtime runs as integer kernels (its module's INT8_KERNELS), or None
 
 This module imports no lowering and no runtime: quant and profile read a target's spec and
 storage rule through it without pulling coremltools or LiteRT in.
@@ -181,6 +183,18 @@ def available(name: str) -> bool:
     return name in TARGET_MODULES and importlib.util.find_spec(TARGET_MODULES[name]) is not None
 
 
+def read_suffixes() -> dict[str, str]:
+    """{file suffix: target} for targets whose artifact is one file or folder with its own suffix
+    (targets/<name>.toml `artifact`); the target's `read` reads it back. A target sharing another's
+    suffix (tflm's .tflite) is read by the first."""
+    out: dict[str, str] = {}
+    for name in TARGET_MODULES:
+        suffix = target_spec(name).artifact
+        if suffix.startswith(".") and suffix.count(".") == 1 and " " not in suffix:
+            out.setdefault(suffix, name)
+    return out
+
+
 def _no_check(*_args, **_kw) -> None:
     return None
 
@@ -201,8 +215,13 @@ class Target:
         self._check_plan = getattr(module, "check_plan", _no_check)
         self._adjust_plan = getattr(module, "adjust_plan", None)
         self._cross_checks = getattr(module, "cross_checks", None)
-        self._storage = getattr(module, "weight_storage", None)
+        # required: the writer's own rule (a target with none binds quant.size.generic_storage to its
+        # spec's formats); the fallback is not here, so this module needs nothing from quant
+        self._storage = module.weight_storage
         self._payload = getattr(module, "stored_payload", None)
+        self._read = getattr(module, "read_artifact", None)
+        kernels = getattr(module, "INT8_KERNELS", None)
+        self.int8_kernels: frozenset | None = frozenset(kernels) if kernels is not None else None  # None: every op
 
     def __repr__(self) -> str:
         return f"Target({self.name!r})"
@@ -229,9 +248,7 @@ class Target:
     def plan_for(self, graph, plan, options: dict | None = None):
         """The plan this target lowers: a new plan (the input is never changed), with the ranges and
         grids the target's kernels require (softmax output grids, ORT's 7-bit weights on some CPUs)."""
-        from edgeq.quant.plan import QuantPlan
-
-        own = QuantPlan.from_dict(plan.to_dict())
+        own = type(plan).from_dict(plan.to_dict())  # a QuantPlan, copied without importing quant
         if self._adjust_plan is not None:
             self._adjust_plan(graph, own, dict(options or {}))
         return own
@@ -246,16 +263,18 @@ class Target:
 
     def storage(self, graph, plan, options: dict | None = None) -> dict:
         """{tensor: bytes}: what each planned weight (codes + its parameters) and its bias take in
-        this target's artifact. The module's own rule where it has one, else the spec's formats."""
-        from edgeq.quant.size import generic_storage
-
-        if self._storage is not None:
-            return self._storage(graph, plan, options or {})
-        return generic_storage(graph, plan, self.spec.storage_format())
+        this target's artifact: the module's `weight_storage`, the one rule its writer stores by."""
+        return self._storage(graph, plan, options or {})
 
     def payload(self, artifact) -> int | None:
         """Bytes of the constants in a written artifact, read back from it (what storage predicts)."""
         return self._payload(artifact) if self._payload is not None else None
+
+    def read(self, path):
+        """An artifact.ReadArtifact: the costs, I/O and runnable Artifact of a file this target wrote."""
+        if self._read is None:
+            raise EdgeqError(f"the {self.name} target cannot read its artifacts back")
+        return self._read(path)
 
     def runner(self, artifact, threads: int = 1):
         from edgeq.runners import make_runner

@@ -101,8 +101,8 @@ def build_key(entry, target: str, root: Path) -> str:
     fields["host"] = {"x86": is_x86(), "int8_dot": int8_dot()}
     h.update(json.dumps(fields, sort_keys=True).encode() + b"\0")
     h.update(target_toml(target) + b"\0")
+    from edgeq.host_numbers import cache_path
     from edgeq.profile import HOST_DEVICE
-    from edgeq.profile.host_numbers import cache_path
 
     for d in dict.fromkeys([*entry.devices, HOST_DEVICE]):  # the device profiles the report's estimates come from
         h.update(device_toml(d) + b"\0")

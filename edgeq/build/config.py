@@ -200,7 +200,7 @@ def parse_entry(m: dict, index: int, root: Path, err) -> Entry:
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         err("devices", "expected a list of device names (`edgeq devices` lists them)")
     if devices:
-        from edgeq.profile.devices import device_names
+        from edgeq.devices import device_names
 
         known = device_names()
         for d in devices:

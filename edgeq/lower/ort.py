@@ -240,7 +240,7 @@ def reduce_range(options: dict | None) -> tuple[bool, str]:
     if options.get("reduce_range") is not None:
         on = bool(options["reduce_range"])
         return on, f"{'--reduce-range' if on else '--no-reduce-range'} given"
-    from edgeq.profile.devices import load_device
+    from edgeq.devices import load_device
 
     for name in options.get("devices", []):
         if load_device(name).int8_saturates:

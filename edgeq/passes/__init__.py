@@ -6,25 +6,13 @@ change what the float model computes beyond float rounding; tests check each one
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import onnx
-
 from edgeq.graph import Graph
-
-PASSES: dict[str, Callable[[Graph], Graph]] = {}
+from edgeq.passes import basic, batchnorm, rnn, sentinel, shapes  # noqa: F401  (importing them registers their passes)
+from edgeq.passes.registry import PASSES, infer, register  # noqa: F401  (the package's names)
 
 # The normalization every compile runs, in order.
 DEFAULT_PIPELINE = ("constants_to_initializers", "remove_identity", "fold_constants", "fold_shapes", "fold_batchnorm",
                     "batchnorm_to_affine", "sentinel_masks", "remove_dead_nodes", "unshare_biases")
-
-
-def register(name: str):
-    def deco(fn):
-        PASSES[name] = fn
-        return fn
-
-    return deco
 
 
 def run_passes(graph: Graph, names=DEFAULT_PIPELINE) -> Graph:
@@ -33,27 +21,3 @@ def run_passes(graph: Graph, names=DEFAULT_PIPELINE) -> Graph:
         graph.refresh()
     return infer(graph)
 
-
-def infer(graph: Graph) -> Graph:
-    """Re-run shape inference after edits (value_info is dropped and rebuilt).
-
-    Declared output shapes are inferred afresh too: exporters leave stale ones (ddddocr's
-    recognizer declares [1, 'seqlen'] for a [T, 1, C] output), and a bound input makes the
-    real one static. A declared shape is kept only where inference finds none."""
-    del graph.model.graph.value_info[:]
-    declared = {}
-    for o in graph.model.graph.output:
-        if o.type.HasField("tensor_type") and o.type.tensor_type.HasField("shape"):
-            declared[o.name] = onnx.TypeProto()
-            declared[o.name].CopyFrom(o.type)
-            o.type.tensor_type.ClearField("shape")
-    graph.model = onnx.shape_inference.infer_shapes(graph.model, data_prop=True)
-    for o in graph.model.graph.output:
-        if o.name in declared and not o.type.tensor_type.HasField("shape"):
-            o.type.CopyFrom(declared[o.name])
-    graph.refresh()
-    return graph
-
-
-# Importing the modules registers their passes.
-from edgeq.passes import basic, batchnorm, rnn, sentinel, shapes  # noqa: E402,F401

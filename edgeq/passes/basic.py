@@ -7,7 +7,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.graph import Graph
-from edgeq.passes import register
+from edgeq.passes.registry import register
 
 
 def rename_input(graph: Graph, old: str, new: str) -> None:

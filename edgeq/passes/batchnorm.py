@@ -6,8 +6,8 @@ import numpy as np
 from onnx import numpy_helper
 
 from edgeq.graph import Graph, get_attr
-from edgeq.passes import register
 from edgeq.passes.basic import rename_input
+from edgeq.passes.registry import register
 
 
 def _set_init(graph: Graph, name: str, value: np.ndarray) -> str:

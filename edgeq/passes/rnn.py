@@ -13,7 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.graph import Graph, get_attr, node_name
-from edgeq.passes import register
+from edgeq.passes.registry import register
 
 
 def used(graph: Graph, name: str) -> bool:

@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeq.graph import Graph, node_name
-from edgeq.passes import register
+from edgeq.graph import Graph, node_name, with_all_outputs
+from edgeq.passes.registry import register
 
 PLACEHOLDER = 1e4  # magnitude of the finite stand-in
 MARGIN = 20.0  # masked weights end up <= e^-20 of the row maximum
@@ -154,15 +154,12 @@ def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> list[dict]:
     """Second step, with calibration data: placeholders become -(unmasked score range + MARGIN).
 
     Returns the records now in effect (inputs only when the data held sentinels)."""
-    from edgeq.quant.calibrate import with_all_outputs
-    from edgeq.runners import OrtRunner, batch_size_for
-
     recs = [r for r in rewrites(graph) if "scaled_to" not in r]
     if not recs or calib is None:
         return [r for r in rewrites(graph) if r["confirmed"]]
     data = calib.take(slice(0, min(len(calib), 64)))
     watch = sorted({t for r in recs for t in r["softmax_inputs"]} | {r["tensor"] for r in recs if r["kind"] == "input"})
-    values = _run(graph, data, watch, with_all_outputs, OrtRunner, batch_size_for)
+    values = _run(graph, data, watch)
     ref = {o.name: v for o, v in zip(graph.outputs, [values[o.name] for o in graph.outputs])}
     spans = {}
     for t in watch:
@@ -180,7 +177,7 @@ def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> list[dict]:
         if c < PLACEHOLDER and r["confirmed"]:  # an input without sentinels keeps its harmless -1e4 floor
             r["placeholder"] = PLACEHOLDER
             _set_value(graph, r, c)
-    got = _run(graph, data, [], with_all_outputs, OrtRunner, batch_size_for)
+    got = _run(graph, data, [])
     moved = max(float(np.max(np.abs(got[k] - ref[k]))) / max(float(np.max(np.abs(ref[k]))), 1e-12) for k in ref)
     for r in recs:
         r["scaled_to"] = r["value"] if moved <= tolerance else None
@@ -190,9 +187,11 @@ def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> list[dict]:
     return [r for r in rewrites(graph) if r["confirmed"]]
 
 
-def _run(graph, data, names, with_all_outputs, runner_cls, batch_size_for) -> dict[str, np.ndarray]:
+def _run(graph, data, names) -> dict[str, np.ndarray]:
+    from edgeq.runners import OrtRunner, batch_size_for  # onnxruntime only when a mask needs data
+
     model = with_all_outputs(graph, names) if names else graph.model
-    runner = runner_cls(model.SerializeToString(), threads=2, optimize=False, source=graph.source)
+    runner = OrtRunner(model.SerializeToString(), threads=2, optimize=False, source=graph.source)
     parts: dict[str, list] = {}
     for feeds in data.batches(batch_size_for(graph)):
         for k, v in runner.run(feeds).items():

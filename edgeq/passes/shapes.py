@@ -15,7 +15,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from edgeq.graph import Graph, get_attr
-from edgeq.passes import PASSES, infer, register
+from edgeq.passes.registry import PASSES, infer, register
 
 Dims = list  # of int | str | None
 INT_DTYPES = {"int64": np.int64, "int32": np.int32}

@@ -104,18 +104,14 @@ def device_estimate(costs, device, target: str, rate: float, residency: dict | N
 
 def int8_kernels(target: str) -> frozenset | None:
     """Op types the target's runtime runs as integer kernels (None: every op it lowers)."""
-    if target == "ort":
-        from edgeq.lower.ort import INT8_KERNELS
-
-        return frozenset(INT8_KERNELS)
-    return None
+    return get_target(target).int8_kernels if target in TARGET_MODULES else None
 
 
 def profile_model(graph, plan, target: str, devices: list[str], rate: float, residency: dict | None = None,
                   options: dict | None = None) -> dict:
     """Estimates for the quantized model and its float original on each device, plus memory.
     options: the target options the artifact was written with (they decide its storage)."""
-    from edgeq.profile.cost import Sizer, op_costs
+    from edgeq.op_cost import Sizer, op_costs
 
     stored = None
     if plan is not None and target in TARGET_MODULES:
@@ -129,7 +125,7 @@ def profile_model(graph, plan, target: str, devices: list[str], rate: float, res
 def profile_costs(quant, flt, size_quant, size_float, ins: list[str], outs: list[str], target: str, devices: list[str],
                   rate: float, residency: dict | None = None) -> dict:
     """The profile from per-op costs (quantized and float) and tensor sizes, whatever format they came from."""
-    from edgeq.profile.devices import load_devices
+    from edgeq.devices import load_devices
     from edgeq.profile.memory import memory_summary
 
     out: dict = {
@@ -214,8 +210,8 @@ def profile_artifact(artifact, graph, plan, devices, rate, measured: dict | None
             prof["host_measured"]["float_p50_ms"] = _r(float_measured["p50"])
         float_pair = None
         if float_measured is not None:  # compile times the float model on onnxruntime: predict that
-            from edgeq.profile.cost import op_costs
-            from edgeq.profile.devices import load_device
+            from edgeq.devices import load_device
+            from edgeq.op_cost import op_costs
 
             pred = device_estimate(op_costs(graph, None), load_device(HOST_DEVICE), "onnx", rate)["latency_ms"]
             float_pair = (pred, float_measured["p50"])

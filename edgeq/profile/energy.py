@@ -11,8 +11,8 @@ cycle (rate × latency) above 1 means the device cannot keep up with that rate.
 
 from __future__ import annotations
 
-from edgeq.profile.cost import OpCost
-from edgeq.profile.devices import Device
+from edgeq.devices import Device
+from edgeq.op_cost import OpCost
 
 
 def energy_terms(costs: list[OpCost], device: Device, latency: dict) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeq.profile.cost import OpCost
+from edgeq.op_cost import OpCost
 
 
 def peak_activation_bytes(costs: list[OpCost], size_of: Callable[[str], int], graph_inputs: list[str],

@@ -3,57 +3,27 @@
 An int8 ONNX Runtime artifact is a QDQ model: the plan is recovered from it (weights stored
 as int8 behind DequantizeLinear, activations wrapped in QuantizeLinear/DequantizeLinear), and
 the float graph is the same model with the Q/DQ pairs removed and the weights dequantized.
-Other formats register a reader in READERS by file suffix as their targets appear.
+Other formats are read by the target that writes them (`Target.read`, found by its artifact's
+suffix: edgeq.target.read_suffixes), so profile names no lowering module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeq.artifact import ReadArtifact
 from edgeq.errors import ModelError
 from edgeq.graph import Graph, node_name
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
+from edgeq.target import get_target, read_suffixes
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 INT_BITS = {onnx.TensorProto.INT4: (4, True), onnx.TensorProto.UINT4: (4, False), onnx.TensorProto.INT8: (8, True), onnx.TensorProto.UINT8: (8, False),
             onnx.TensorProto.INT16: (16, True), onnx.TensorProto.UINT16: (16, False)}
-
-
-@dataclass
-class ReadArtifact:
-    path: Path
-    target: str  # "ort", "tflite", or "onnx" for a plain float model
-    graph: Graph | None  # the float graph the costs are computed on (ONNX formats)
-    plan: QuantPlan | None  # None: float model
-    # formats without an ONNX graph give their costs directly:
-    # (quant costs, float costs, quant tensor bytes, float tensor bytes, input names, output names)
-    costs: tuple | None = None
-    artifact: object = None  # an edgeq.artifact.Artifact the target's runner can load
-    quantized_io: bool = False
-    options: dict | None = None  # the target options the file shows it was written with (they decide its storage)
-
-    @property
-    def quantized(self) -> bool:
-        return self.plan is not None or self.quantized_io
-
-    def input_specs(self) -> list:
-        return self.graph.inputs if self.graph is not None else self.artifact.inputs
-
-    def runner(self, threads: int):
-        from edgeq.runners import OrtRunner, make_runner
-
-        if self.artifact is not None:
-            from edgeq.lower import get_target
-
-            get_target(self.artifact.target)  # importing the target registers its runner
-            return make_runner(self.artifact, threads)
-        return OrtRunner(str(self.path), threads=threads, source=str(self.path))
 
 
 def _load_onnx(path: Path) -> onnx.ModelProto:
@@ -166,29 +136,16 @@ def read_onnx(path: Path) -> ReadArtifact:
     return ReadArtifact(path, "onnx", run_passes(_infer(model, str(path))), None)
 
 
-def read_tflite(path: Path) -> ReadArtifact:
-    from edgeq.profile.read_tflite import read_tflite as read
-
-    return read(path)
-
-
-def read_coreml(path: Path) -> ReadArtifact:
-    from edgeq.profile.read_coreml import read_coreml as read
-
-    return read(path)
-
-
-READERS: dict[str, Callable[[Path], ReadArtifact]] = {".onnx": read_onnx, ".tflite": read_tflite, ".mlpackage": read_coreml}
-
-
 def read_artifact(path) -> ReadArtifact:
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
     if path.suffix == ".ort":
         raise ModelError(f"{path}: the .ort flatbuffer holds no graph edgeq can cost; profile the .ort.onnx file beside it")
-    reader = READERS.get(path.suffix)
-    if reader is None:
+    if path.suffix == ".onnx":
+        return read_onnx(path)
+    readers = read_suffixes()
+    if path.suffix not in readers:
         raise ModelError(f"{path}: cannot profile '{path.suffix}' files yet; profile an .onnx/.ort.onnx artifact "
-                         f"(readers: {', '.join(sorted(READERS))})")
-    return reader(path)
+                         f"(readers: {', '.join(sorted(['.onnx', *readers]))})")
+    return get_target(readers[path.suffix]).read(path)

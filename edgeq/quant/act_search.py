@@ -148,7 +148,7 @@ def tie_rate(ref: np.ndarray, got: np.ndarray) -> float:
 def sim_work(graph: Graph) -> float:
     """MAC-equivalents one simulated sample costs: the model's arithmetic plus the fake-quant
     (about ten elementwise ops on every activation element)."""
-    from edgeq.profile.cost import op_costs
+    from edgeq.op_cost import op_costs
 
     return float(sum(c.macs + c.other_ops + 10 * c.out_bytes // 4 for c in op_costs(graph))) or 1.0
 

@@ -7,10 +7,9 @@ method from observers.py then reduces each sample to a (min, max) range (`observ
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from edgeq.errors import CalibrationError
-from edgeq.graph import Graph, node_name
+from edgeq.graph import Graph, node_name, with_all_outputs
 from edgeq.quant.observers import CALIB_METHODS, MinMaxObserver, ValueSample, choose_range
 from edgeq.runners import OrtRunner, batch_size_for
 
@@ -23,18 +22,6 @@ def float_tensors(graph: Graph) -> list[str]:
     for n in graph.nodes:
         names += [o for o in n.output if o and graph.dtype(o) == "float32"]
     return names
-
-
-def with_all_outputs(graph: Graph, names: list[str]) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(graph.model)
-    present = {o.name for o in m.graph.output}
-    vis = {vi.name: vi for vi in m.graph.value_info}
-    for name in names:
-        if name in present or name in {i.name for i in graph.inputs}:
-            continue
-        m.graph.output.append(vis[name] if name in vis else onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return m
 
 
 def collect(graph: Graph, dataset, progress=None, names: list[str] | None = None) -> dict[str, ValueSample]:

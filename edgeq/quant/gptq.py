@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edgeq.graph import Graph, get_attr
-from edgeq.quant.calibrate import with_all_outputs
+from edgeq.graph import Graph, get_attr, with_all_outputs
 from edgeq.quant.plan import WeightPlan
 from edgeq.quant.weights import grid
 from edgeq.runners import OrtRunner, batch_size_for

@@ -84,11 +84,3 @@ def storage_dtype(bits: int, signed: bool = True):
     return np.int32
 
 
-def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when exact)."""
-    ref, approx = np.asarray(ref, np.float64), np.asarray(approx, np.float64)
-    noise = float(np.sum((ref - approx) ** 2))
-    signal = float(np.sum(ref**2))
-    if noise == 0.0:
-        return float("inf")
-    return 10.0 * np.log10(max(signal, 1e-30) / noise)

@@ -2,9 +2,9 @@
 
 One rule per target gives the bytes each planned weight (codes + the quantization parameters the
 format stores) and its bias take in the artifact: `edgeq.target.Target.storage`, which is the
-target's own `weight_storage` where the writer decides something the plan alone does not say
-(ORT: float kernels, INT4 with --int4; LiteRT: INT4 kernels), else `generic_storage` below from
-the target's `[param_bytes]` (targets/<name>.toml: e.g. LiteRT keeps a float32 scale and an
+target's own `weight_storage` (every target has one: the writer decides something the plan alone
+does not say, e.g. ORT: float kernels, INT4 with --int4; LiteRT: INT4 kernels); `generic_storage` below
+is the rule from a target's `[param_bytes]` (targets/<name>.toml: e.g. LiteRT keeps a float32 scale and an
 int64 zero point per channel). The predicted payload, the profiler's weight bytes and the
 writers all read it. Every other parameter counts at the format's float width. Graph structure
 (names, shapes, ops) is not payload.

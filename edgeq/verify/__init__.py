@@ -1,58 +1,11 @@
 """Verify: run the float graph and the artifact on the same inputs and compare.
 
 Per output: SQNR (dB), cosine similarity, max abs error; top-1 agreement when an output
-looks like class scores; top-1 accuracy of both when the data holds labels.
+looks like class scores; top-1 accuracy of both when the data holds labels (edgeq/compare.py,
+shared with the targets' cross-checks); here, the warnings a build must not miss.
 """
 
 from __future__ import annotations
-
-import numpy as np
-
-from edgeq.quant.linear import sqnr_db
-
-
-def looks_like_scores(ref: np.ndarray) -> bool:
-    """[N, C] with C > 1 (or [N, C, 1, 1]): class scores, so argmax means something."""
-    squeezed = ref.reshape(ref.shape[0], -1) if ref.ndim >= 2 else None
-    return squeezed is not None and squeezed.shape[1] > 1 and all(d == 1 for d in ref.shape[2:])
-
-
-def compare_output(ref: np.ndarray, got: np.ndarray) -> dict:
-    ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    denom = np.linalg.norm(ref64) * np.linalg.norm(got64)
-    cos = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
-    sq = sqnr_db(ref64, got64)
-    return {
-        "sqnr_db": round(sq, 3) if np.isfinite(sq) else 999.0,
-        "cosine": round(cos, 6),
-        "max_abs_err": float(np.max(np.abs(ref64 - got64))) if ref64.size else 0.0,
-    }
-
-
-def compare(ref_outputs: dict, quant_outputs: dict, labels: np.ndarray | None = None) -> dict:
-    """The verify block of the report: worst output first-class, every output listed."""
-    per_output = {}
-    result: dict = {}
-    for name, ref in ref_outputs.items():
-        got = quant_outputs[name]
-        entry = compare_output(ref, got)
-        if looks_like_scores(ref):
-            r, q = ref.reshape(len(ref), -1).argmax(1), got.reshape(len(got), -1).argmax(1)
-            entry["top1_agreement"] = float(np.mean(r == q))
-            if labels is not None and len(labels) == len(r):
-                entry["accuracy_float"] = float(np.mean(r == labels))
-                entry["accuracy_quant"] = float(np.mean(q == labels))
-        per_output[name] = entry
-    worst = min(per_output.values(), key=lambda e: e["sqnr_db"])
-    result.update({k: worst[k] for k in ("sqnr_db", "cosine", "max_abs_err")})
-    first_scores = next((e for e in per_output.values() if "top1_agreement" in e), None)
-    result["top1_agreement"] = first_scores["top1_agreement"] if first_scores else None
-    if first_scores and "accuracy_float" in first_scores:
-        result["accuracy_float"] = first_scores["accuracy_float"]
-        result["accuracy_quant"] = first_scores["accuracy_quant"]
-    result["outputs"] = per_output
-    return result
-
 
 SQNR_WARN_DB = 20.0  # output SQNR below this: the artifact differs visibly from float
 METRIC_DROP_WARN = 0.02  # accuracy (or top-1 agreement) lost beyond this: 2 points

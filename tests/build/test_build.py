@@ -129,7 +129,7 @@ def test_key_covers_options_target_toml_and_version(tmp_path, monkeypatch):
 
 def test_key_covers_this_cpus_host_calibration(tmp_path, monkeypatch):
     """report.json's host estimate follows this CPU's calibration cache: writing one is a miss."""
-    from edgeq.profile.host_numbers import write_cache
+    from edgeq.host_numbers import write_cache
 
     monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path / "cache"))
     proj = make_project(tmp_path / "app")

@@ -7,10 +7,11 @@ import dataclasses
 import onnx
 import pytest
 
+from edgeq.devices import load_device, parse_device
 from edgeq.graph import Graph
+from edgeq.op_cost import op_costs
 from edgeq.passes import run_passes
-from edgeq.profile.cost import estimate_latency, op_costs, op_time
-from edgeq.profile.devices import load_device, parse_device
+from edgeq.profile.cost import estimate_latency, op_time
 from edgeq.profile.read import read_artifact
 from tests.models import small_cnn
 

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from edgeq.profile.devices import DeviceError, collect_quantities, device_names, load_device, parse_device
+from edgeq.devices import DeviceError, collect_quantities, device_names, load_device, parse_device
 
 REQUIRED = {"iphone_a15", "iphone_a16", "iphone_a17pro", "mac_m2", "pixel8", "snapdragon_8gen3", "android_midrange",
             "rpi4", "rpi5", "cortex_m7", "cortex_m55", "host_x86_64"}

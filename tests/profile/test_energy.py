@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.devices import load_device
+from edgeq.op_cost import op_costs
 from edgeq.profile import profile_model
-from edgeq.profile.cost import estimate_latency, op_costs
-from edgeq.profile.devices import load_device
+from edgeq.profile.cost import estimate_latency
 from edgeq.profile.energy import battery_impact, energy_terms
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import main
+from edgeq.devices import load_device
 from edgeq.errors import EdgeqError
 from edgeq.graph import Graph
+from edgeq.host_numbers import cache_path, write_cache
 from edgeq.hostcpu import cache_key, cpu_info, parse_cpuinfo
 from edgeq.profile import HOST_DEVICE, profile_model
-from edgeq.profile.devices import load_device
-from edgeq.profile.host_numbers import cache_path, write_cache
 from tests.models import small_cnn, small_cnn_data
 
 X86 = """processor\t: 0

@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.graph import Graph
-from edgeq.profile.cost import Sizer, op_costs
+from edgeq.op_cost import Sizer, op_costs
 from edgeq.profile.memory import memory_summary
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeq.errors import ModelError
-from edgeq.profile.cost import op_costs
+from edgeq.op_cost import op_costs
 from edgeq.profile.read import read_artifact
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.cli import main
+from edgeq.compare import sqnr_db
 from edgeq.graph import Graph
 from edgeq.passes import run_passes
 from edgeq.pipeline import compile as edgeq_compile
@@ -17,7 +18,6 @@ from edgeq.quant.act_search import choose, tie_rate
 from edgeq.quant.build import int8_plan
 from edgeq.quant.calibrate import observe
 from edgeq.quant.data import Dataset
-from edgeq.quant.linear import sqnr_db
 from edgeq.quant.simulate import simulate
 from edgeq.runners import OrtRunner
 from tests.passes.test_sentinel import attention_model, cosine, feeds

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.op_cost import op_costs
 from edgeq.pipeline import Options, prepare
-from edgeq.profile.cost import op_costs
 from edgeq.quant.build import int8_plan
 from edgeq.quant.calibrate import observe
 from edgeq.quant.data import load_dataset

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from edgeq.compare import lsb_agreement
 from edgeq.pipeline import compile as edgeq_compile
 from edgeq.quant.mixed import QuantOptions
 from edgeq.quant.plan import ActivationPlan, QuantPlan
 from edgeq.report import table
-from edgeq.verify.cross import lsb_agreement
 from tests.models import small_cnn, small_cnn_data
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
-from edgeq.errors import CalibrationError, PlanError, UnsupportedOpError
+from edgeq.compare import compare, lsb_agreement, run_check
+from edgeq.errors import CalibrationError, UnsupportedOpError
 from edgeq.graph import Graph, node_name
+from edgeq.lower.coreml.deploy import MIN_OS, PRECISIONS, plan_needs, resolve_options  # noqa: F401  (the package's names)
 from edgeq.lower.coreml.package import quiet_coremltools
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import register_runner
@@ -30,53 +32,12 @@ from edgeq.lower.coreml.ops_logic import LOGIC_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_rnn import RNN_OPS  # noqa: E402
 from edgeq.lower.coreml.ops_tensor import TENSOR_OPS  # noqa: E402
 from edgeq.lower.coreml.program import BOUNDARY_DTYPES, build_program, static_shape  # noqa: E402
+from edgeq.lower.coreml.read import read_coreml as read_artifact  # noqa: E402, F401  (Target hook)
 from edgeq.lower.coreml.storage import stored_payload, weight_storage  # noqa: E402, F401  (Target hooks)
 
 NAME = "coreml"
 DESCRIPTION = target_data("coreml").get("description", "")
 OPS = dict(sorted({**NN_OPS, **TENSOR_OPS, **LOGIC_OPS, **RNN_OPS}.items()))
-MIN_OS = ("ios16", "ios17", "ios18")
-PRECISIONS = ("fp16", "fp32")
-
-
-def plan_needs(plan: QuantPlan) -> list[tuple[str, str, bool]]:
-    """(min_os, why, hard) for each thing in the plan that needs more than iOS 16. A soft need is
-    one a lower min-os still holds exactly, only stored bigger (4-bit linear on the int8 grid)."""
-    needs = []
-    for wp in plan.weights.values():
-        if wp.bits is None:
-            continue
-        if wp.scheme == "palette":
-            if len(wp.palette or []) > 1:
-                needs.append(("ios18", f"weight '{wp.tensor}' has per-channel-group palettes", True))
-            if wp.bits == 3:
-                needs.append(("ios18", f"weight '{wp.tensor}' has a 3-bit palette", True))
-        elif wp.granularity == "per_block":
-            needs.append(("ios18", f"weight '{wp.tensor}' is quantized per block", True))
-        elif wp.bits <= 4:
-            needs.append(("ios18", f"weight '{wp.tensor}' is {wp.bits}-bit linear (int4 storage)", False))
-    if plan.mode == "static" and any(a.bits == 8 for a in plan.activations.values()):
-        needs.append(("ios17", "the plan quantizes activations to int8 (W8A8)", True))
-    return needs
-
-
-def resolve_options(plan: QuantPlan, options: dict | None) -> tuple[str, str]:
-    """(min_os, compute precision): the asked ones, checked against the plan, or the defaults."""
-    options = options or {}
-    precision = options.get("coreml_precision") or "fp16"
-    if precision not in PRECISIONS:
-        raise PlanError(f"--coreml-precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    needs = plan_needs(plan)
-    lowest = max((n[0] for n in needs), key=MIN_OS.index, default="ios16")
-    min_os = options.get("min_os") or lowest
-    if min_os not in MIN_OS:
-        raise PlanError(f"--min-os {min_os}: choose one of {', '.join(MIN_OS)}")
-    for need, why, hard in needs:
-        if hard and MIN_OS.index(min_os) < MIN_OS.index(need):
-            raise PlanError(f"--min-os {min_os} cannot hold this plan: {why}; use --min-os {need} (or change the plan)")
-    return min_os, precision
-
-
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
     resolve_options(plan, options)
     for k, n in enumerate(graph.nodes):
@@ -248,9 +209,6 @@ def can_predict() -> bool:
 def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict, ref: dict, got: dict) -> dict:
     """On macOS, Core ML itself (coremltools predict) beside the MIL reference executor verify ran:
     its fidelity to float, and how far it is from the executor."""
-    from edgeq.verify import compare
-    from edgeq.verify.cross import lsb_agreement, run_check
-
     if not can_predict():
         return {"coreml_predict": {"skipped": "coremltools runs Core ML models only on macOS; verified in the MIL reference executor"}}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.graph import Graph
+from edgeq.lower.coreml.deploy import resolve_options
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.size import Stored, cheapest_linear
 from edgeq.target import target_spec
@@ -62,8 +63,6 @@ def _stored(wp: WeightPlan, min_os: str, fb: int) -> Stored:
 
 
 def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
-    from edgeq.lower.coreml import resolve_options
-
     min_os, precision = resolve_options(plan, options)
     fb = 2 if precision == "fp16" else 4
     out: dict[str, Stored] = {}

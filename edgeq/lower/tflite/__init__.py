@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifact import Artifact, IOSpec
+from edgeq.compare import lsb_agreement, run_check
 from edgeq.errors import ModelError, PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
 from edgeq.lower.tflite import layout as L
 from edgeq.lower.tflite.context import Ctx, TfliteOptions
 from edgeq.lower.tflite.ops import INT8_OPS, OPS
+from edgeq.lower.tflite.read import read_tflite as read_artifact  # noqa: F401  (Target hook)
 from edgeq.lower.tflite.storage import stored_payload, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import captured_stderr, register_runner
@@ -278,8 +280,6 @@ def cross_checks(artifact: Artifact, graph: Graph, plan: QuantPlan, feeds: dict,
     """What verify ran (XNNPACK where it delegates; TFLite Micro for tflm) against LiteRT's built-in
     kernels, and, for integer activations, against the plan's QDQ simulation in onnxruntime (1 LSB
     where the math allows)."""
-    from edgeq.verify.cross import lsb_agreement, run_check
-
     checks = {builtin_key: run_check(lambda: lsb_agreement(got, LiteRTRunner(artifact, kernels="builtin").run(feeds), plan))}
     if plan.mode == "static" and any(a.bits for a in plan.activations.values()):
         checks["integer_simulation"] = run_check(lambda: lsb_agreement(got, qdq_simulation(graph, plan, feeds), plan))

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.artifact import Artifact, IOSpec, path_bytes
+from edgeq.artifact import Artifact, IOSpec, ReadArtifact, path_bytes
 from edgeq.errors import ModelError
-from edgeq.profile.cost import OpCost
-from edgeq.profile.read import ReadArtifact
+from edgeq.op_cost import OpCost, work
 
 VIEWS = {"reshape", "squeeze", "expand_dims", "identity"}
 FUSED = {"relu", "clip", "sigmoid", "tanh", "leaky_relu", "relu6"}
@@ -77,20 +76,19 @@ def read_coreml(path: Path) -> ReadArtifact:
         x = arr(names.get("x", acts[:1])[0]) if (names.get("x") or acts) else None
         precision = ("int8" if acts and producer.get(acts[0]) == "dequantize"
                      else "fp16" if x is not None and x.dtype == np.float16 else "fp32")
-        macs, other, kind = 0, out_el, "elementwise"
+        macs, other, kind = work("elementwise", out_el)
         w = arr(names["weight"][0]) if names.get("weight") else None
         if op_type == "conv" and w is not None and x is not None:
             groups = int(np.asarray(prog._resolve({"g": args["groups"]}, env)["g"])) if "groups" in args else 1  # noqa: SLF001
-            macs, other = out_el * int(np.prod(w.shape[1:])), 0
-            kind = "depthwise" if groups > 1 and groups == x.shape[1] else "dense"
+            macs, other, kind = work("depthwise" if groups > 1 and groups == x.shape[1] else "dense", out_el, int(np.prod(w.shape[1:])))
         elif op_type == "conv_transpose" and w is not None and x is not None:
-            macs, other, kind = int(x.size) * int(np.prod(w.shape[1:])), 0, "dense"
+            macs, other, kind = work("transposed", out_el, int(np.prod(w.shape[1:])), in_elements=int(x.size))
         elif op_type == "linear" and w is not None:
-            macs, other, kind = out_el * int(w.shape[-1]), 0, "dense"
+            macs, other, kind = work("dense", out_el, int(w.shape[-1]))
         elif op_type == "matmul" and x is not None:
-            macs, other, kind = out_el * int(x.shape[-1]), 0, "dense"
+            macs, other, kind = work("dense", out_el, int(x.shape[-1]))
         elif op_type.startswith("reduce_"):
-            other = int(x.size) if x is not None else out_el
+            macs, other, kind = work("reduce", out_el, in_elements=int(x.size) if x is not None else out_el)
         if op_type in VIEWS:
             kind, macs, other = "view", 0, 0
         elif op_type in QDQ or (op_type in FUSED and acts and producer.get(acts[0]) in WEIGHTED and consumers.get(acts[0]) == 1):

@@ -104,8 +104,8 @@ def read_cache(path: Path, info: dict | None = None) -> dict | None:
 def overlay(name: str, data: dict, info: dict | None = None) -> tuple[dict, dict]:
     """The device data with this CPU's cached numbers laid over it, and what the report says about
     where the host numbers came from: {"from": "cache" | "shipped", "cpu", "measured_on", "file"}."""
+    from edgeq.devices import DeviceError, collect_quantities
     from edgeq.hostcpu import describe
-    from edgeq.profile.devices import DeviceError, collect_quantities
 
     measured_on = data["measured_on"]
     if not isinstance(measured_on, dict) or not isinstance(measured_on.get("cpu"), str):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+from edgeq import host_numbers
 from edgeq.errors import EdgeqError
-from edgeq.profile import host_numbers
 
 # Unit -> factor to SI (ops/s, bytes/s, joules, watts, seconds, bytes, watt-hours, volts).
 SI = {

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.artifact import Artifact, IOSpec
+from edgeq.artifact import Artifact, IOSpec, ReadArtifact
 from edgeq.errors import ModelError
-from edgeq.profile.cost import OpCost
-from edgeq.profile.read import ReadArtifact
+from edgeq.op_cost import OpCost, work
 from edgeq.runners import captured_stderr
 
 VIEWS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
@@ -37,24 +36,25 @@ def _interpreter(path: Path):
     return interp
 
 
-def _macs(op: str, ins: list[dict], out_el: int) -> tuple[int, int, str]:
+def _work(op: str, ins: list[dict], out_el: int) -> tuple[int, int, str]:
+    """LiteRT ops onto edgeq.op_cost's classes (weights are [O, kh, kw, I], depthwise [1, kh, kw, O])."""
     w = [int(d) for d in ins[1]["shape"]] if len(ins) > 1 else []
-    if op == "CONV_2D" and len(w) == 4:  # [O, kh, kw, I]
-        return out_el * w[1] * w[2] * w[3], 0, "dense"
-    if op == "DEPTHWISE_CONV_2D" and len(w) == 4:  # [1, kh, kw, O]
-        return out_el * w[1] * w[2], 0, "depthwise"
+    if op == "CONV_2D" and len(w) == 4:
+        return work("dense", out_el, w[1] * w[2] * w[3])
+    if op == "DEPTHWISE_CONV_2D" and len(w) == 4:
+        return work("depthwise", out_el, w[1] * w[2])
     if op == "FULLY_CONNECTED" and len(w) == 2:  # [O, I]
-        return out_el * w[1], 0, "dense"
+        return work("dense", out_el, w[1])
     if op == "BATCH_MATMUL":
-        return out_el * int(ins[0]["shape"][-1]), 0, "dense"
+        return work("dense", out_el, int(ins[0]["shape"][-1]))
     if op == "TRANSPOSE_CONV" and len(ins) > 2:  # inputs: output shape, weights [O, kh, kw, I], x
         wt = [int(d) for d in ins[1]["shape"]]
-        return int(np.prod(ins[2]["shape"])) * wt[0] * wt[1] * wt[2], 0, "dense"
-    if op in POOLS:
-        return 0, int(np.prod(ins[0]["shape"])), "elementwise"
+        return work("transposed", out_el, wt[0] * wt[1] * wt[2], in_elements=int(np.prod(ins[2]["shape"])))
+    if op in POOLS:  # counted per input element
+        return work("reduce", out_el, in_elements=int(np.prod(ins[0]["shape"])))
     if op == "SOFTMAX":
-        return 0, 5 * out_el, "elementwise"
-    return 0, out_el, "elementwise"
+        return work("softmax", out_el)
+    return work("elementwise", out_el)
 
 
 def read_tflite(path: Path) -> ReadArtifact:
@@ -92,7 +92,7 @@ def read_tflite(path: Path) -> ReadArtifact:
             quant.append(OpCost(name, op, "boundary", "int8", 0, out_el, 0, sum(nbytes(i) for i in acts),
                                 sum(nbytes(i) for i in outs), names_in, names_out))
             continue  # the float model has no quantize/dequantize
-        macs, other, kind = _macs(op, [tensors[i] for i in idx], out_el)
+        macs, other, kind = _work(op, [tensors[i] for i in idx], out_el)
         quant.append(OpCost(name, op, kind, precision, macs, other, sum(nbytes(i) for i in consts),
                             sum(nbytes(i) for i in acts), sum(nbytes(i) for i in outs), names_in, names_out))
         flt.append(OpCost(name, op, kind, "fp32", macs, other, sum(nbytes(i, 4) for i in consts),

@@ -1,0 +1,197 @@
+"""Per-op work of an ONNX graph under a plan: MACs, other arithmetic and bytes (OpCost).
+
+The one MAC counter (`work`) lives here, below every stage that counts: the profiler's roofline
+(profile/cost.py), the artifact readers (lower/<target>/read.py) and the activation search's
+sample budget (quant/act_search.py). The plan is read duck-typed (weights, activations, mode), so
+this module needs nothing above the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeq.graph import Graph, get_attr, node_name
+
+if TYPE_CHECKING:  # annotations only: never imported at run time
+    from edgeq.quant.plan import QuantPlan
+
+# activations a conv/matmul kernel applies itself: float kernels take several (ORT's FusedConv,
+# XNNPACK), integer kernels only clamps (they fold into the requantization's min/max)
+FUSABLE = {"fp32": {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}, "int8": {"Relu", "Clip"}}
+VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+BYTES = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1}
+
+
+@dataclass
+class OpCost:
+    name: str
+    op: str
+    kind: str  # dense | depthwise | elementwise | view | fused | boundary
+    precision: str  # int8 | int16 | fp32
+    macs: int
+    other_ops: int  # arithmetic that is not a MAC (adds, compares, pooling)
+    weight_bytes: int
+    in_bytes: int  # activation bytes read
+    out_bytes: int  # activation bytes written
+    inputs: tuple[str, ...]  # activation tensors read
+    outputs: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["inputs"], d["outputs"] = list(self.inputs), list(self.outputs)
+        return d
+
+
+def _dims(shape, batch: int) -> list[int]:
+    return [d if isinstance(d, int) and d > 0 else batch for d in (shape or ())]
+
+
+def _numel(shape, batch: int) -> int:
+    return int(np.prod(_dims(shape, batch))) if shape is not None else 0
+
+
+class Sizer:
+    """Element counts and byte widths of tensors under a plan."""
+
+    def __init__(self, graph: Graph, plan: QuantPlan | None, batch: int, stored: dict | None = None):
+        self.graph, self.plan, self.batch = graph, plan, batch
+        self.static = plan is not None and plan.mode == "static"
+        self.stored = stored or {}  # {tensor: quant.size.Stored}: the target's storage rule (Target.storage)
+
+    def act_bits(self, name: str) -> int | None:
+        a = self.plan.activations.get(name) if self.static else None
+        return a.bits if a is not None else None
+
+    def numel(self, name: str) -> int:
+        return _numel(self.graph.shape(name), self.batch)
+
+    def act_bytes(self, name: str) -> int:
+        if name.endswith(":float"):  # the float copy around an op with no integer kernel
+            return 4 * self.numel(name.removesuffix(":float"))
+        bits = self.act_bits(name)
+        return self.numel(name) * (bits // 8 if bits else BYTES.get(self.graph.dtype(name) or "float32", 4))
+
+    def weight_bytes(self, name: str) -> int:
+        if name in self.stored:  # what the artifact stores: codes, scales, zero points (one rule with the writer)
+            return int(round(self.stored[name].total))
+        n = self.numel(name)
+        wp = self.plan.weights.get(name) if self.plan is not None else None
+        if wp is not None and wp.bits is not None:
+            return -(-n * wp.bits // 8)
+        if self.plan is not None and any(w.bias == name and w.bits is not None for w in self.plan.weights.values()):
+            return n * 4  # int32 bias
+        return n * BYTES.get(str(self.graph.initializer(name).dtype), 4)
+
+
+def work(op_class: str, out_elements: int, per_output: int = 0, in_elements: int = 0,
+         window: int = 1) -> tuple[int, int, str]:
+    """(MACs, other ops, kind) of one op: the one MAC counter. Readers of other formats map their
+    ops onto these classes (ONNX here, LiteRT and MIL in lower/<target>/read.py).
+
+    dense / depthwise: each output element sums `per_output` products (conv: the kernel's
+    elements per output channel; matmul: the inner dim); transposed: each *input* element
+    scatters `per_output` products; pool: `window` compares or adds per output; reduce: one per
+    input element; softmax: 5 per output (max, sub, exp, sum, div); elementwise: one per output."""
+    if op_class in ("dense", "depthwise"):
+        return out_elements * per_output, 0, op_class
+    if op_class == "transposed":
+        return in_elements * per_output, 0, "dense"
+    if op_class == "pool":
+        return 0, out_elements * window, "elementwise"
+    if op_class == "reduce":
+        return 0, in_elements, "elementwise"
+    if op_class == "softmax":
+        return 0, 5 * out_elements, "elementwise"
+    return 0, out_elements, "elementwise"
+
+
+def node_work(graph: Graph, node, b: int) -> tuple[int, int, str]:
+    """(MACs, other ops, kind) of one ONNX node."""
+    out = _numel(graph.shape(node.output[0]), b)
+    op = node.op_type
+    if op == "Conv":
+        w = graph.shape(node.input[1]) or ()
+        group = get_attr(node, "group", 1)
+        cin = _dims(graph.shape(node.input[0]), b)[1] if graph.shape(node.input[0]) else 0
+        k = int(np.prod(w[1:])) if w else 0
+        return work("depthwise" if group > 1 and group == cin else "dense", out, k)
+    if op == "ConvTranspose":
+        w = graph.shape(node.input[1]) or ()
+        return work("transposed", out, int(np.prod(w[1:])) if w else 0, in_elements=_numel(graph.shape(node.input[0]), b))
+    if op in ("Gemm", "MatMul"):
+        a = _dims(graph.shape(node.input[0]), b)
+        return work("dense", out, (a[0] if get_attr(node, "transA", 0) else a[-1]) if a else 0)
+    if op in ("MaxPool", "AveragePool"):
+        return work("pool", out, window=int(np.prod(get_attr(node, "kernel_shape", [1]))))
+    if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax"):
+        return work("reduce", out, in_elements=_numel(graph.shape(node.input[0]), b))
+    if op == "Softmax":
+        return work("softmax", out)
+    return work("elementwise", out)
+
+
+def _precision(sz: Sizer, node, acts: list[str]) -> str:
+    if not sz.static:
+        return "fp32"
+    weights = [i for i in node.input[1:2] if sz.graph.is_const(i)] if node.op_type in WEIGHTED else []
+    w_ok = all((wp := sz.plan.weights.get(w)) is not None and wp.bits is not None and wp.bits <= 8 for w in weights)
+    bits = [sz.act_bits(a) for a in acts]
+    if not w_ok or not bits or any(x is None for x in bits):
+        return "fp32"
+    return "int16" if 16 in bits else "int8"
+
+
+def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None,
+             stored: dict | None = None) -> list[OpCost]:
+    """Per-op costs in execution order (the graph's topological node order).
+
+    int8_kernels: op types the runtime has integer kernels for (None: all); a quantized op
+    without one runs in float between a dequantize and a quantize kernel. stored: the target's
+    storage rule's bytes per weight (Target.storage); without it, bits / 8 per element."""
+    sz = Sizer(graph, plan, batch, stored)
+    nodes = graph.nodes
+    costs: list[OpCost] = []
+    for i, node in enumerate(nodes):
+        acts = [x for x in node.input if x and not graph.is_const(x)]
+        outs = [o for o in node.output if o]
+        name = node_name(node, i)
+        precision = _precision(sz, node, acts)
+        if node.op_type in VIEWS:
+            costs.append(OpCost(name, node.op_type, "view", precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
+            continue
+        producer = graph.producer.get(acts[0]) if acts else None
+        producer_precision = next((c.precision for c in reversed(costs) if acts and acts[0] in c.outputs), precision)
+        fused = (producer is not None and producer.op_type in WEIGHTED and len(graph.consumers.get(acts[0], [])) == 1
+                 and node.op_type in FUSABLE["fp32" if producer_precision == "fp32" else "int8"])
+        if fused:  # runs inside its producer's kernel, at its precision
+            costs.append(OpCost(name, node.op_type, "fused", producer_precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
+            continue
+        macs, other, kind = node_work(graph, node, batch)
+        wbytes = sum(sz.weight_bytes(x) for x in node.input if x and graph.is_const(x))
+        in_b, out_b = sum(sz.act_bytes(a) for a in acts), sum(sz.act_bytes(o) for o in outs)
+        if precision != "fp32" and int8_kernels is not None and node.op_type not in int8_kernels:
+            n_in, n_out = sum(sz.numel(a) for a in acts), sum(sz.numel(o) for o in outs)
+            costs.append(OpCost(f"dequantize:{name}", "DequantizeLinear", "boundary", precision, 0, n_in, 0, in_b, 4 * n_in,
+                                tuple(acts), tuple(f"{a}:float" for a in acts)))
+            costs.append(OpCost(name, node.op_type, kind, "fp32", macs, other, wbytes, 4 * n_in, 4 * n_out,
+                                tuple(f"{a}:float" for a in acts), tuple(f"{o}:float" for o in outs)))
+            costs.append(OpCost(f"quantize:{name}", "QuantizeLinear", "boundary", precision, 0, n_out, 0, 4 * n_out, out_b,
+                                tuple(f"{o}:float" for o in outs), tuple(outs)))
+            continue
+        costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes, in_b, out_b, tuple(acts), tuple(outs)))
+    if sz.static:  # float I/O around an int8 model: quantize the inputs, dequantize the outputs
+        for spec in graph.inputs:
+            if sz.act_bits(spec.name):
+                n = sz.numel(spec.name)
+                costs.insert(0, OpCost(f"quantize:{spec.name}", "QuantizeLinear", "boundary", "int8", 0, n, 0, 4 * n,
+                                       sz.act_bytes(spec.name), (), (spec.name,)))
+        for spec in graph.outputs:
+            if sz.act_bits(spec.name):
+                n = sz.numel(spec.name)
+                costs.append(OpCost(f"dequantize:{spec.name}", "DequantizeLinear", "boundary", "int8", 0, n, 0,
+                                    sz.act_bytes(spec.name), 4 * n, (spec.name,), ()))
+    return costs
