@@ -99,6 +99,8 @@ class TargetSpec:
     weight_schemes: tuple[str, ...] = ("symmetric", "asymmetric", "palette")
     modes: tuple[str, ...] = ("static", "weight_only", "dynamic")
     activation_dtype: str = "float"  # the integer type of quantized activations (inspect, targets list)
+    one_integer_width: bool = False  # a model runs one activation width (LiteRT: int8, or int16x8 throughout)
+    auto_wide_bits: int | None = None  # --act-bits auto keeps sensitive activations at this width, not float
     param_bytes: dict = field(default_factory=dict)
     options: tuple[TargetOption, ...] = ()
     extra: dict = field(default_factory=dict)  # target-specific tables, read by that target's module
@@ -110,7 +112,8 @@ class TargetSpec:
 
 TYPED_KEYS = {"name": str, "description": str, "runtime": str, "artifact": str, "weight_bits": list,
               "weight_granularity": list, "activation_bits": list, "weight_schemes": list, "modes": list,
-              "activation_dtype": str, "param_bytes": dict, "sources": dict, "options": dict}
+              "activation_dtype": str, "param_bytes": dict, "sources": dict, "options": dict,
+              "one_integer_width": bool, "auto_wide_bits": int}
 # Keys a target's own module reads (the module named, so an unread key has an owner to ask).
 EXTRA_KEYS = {
     "ort": {"min_opset": int},                                          # lower/ort.py lower
@@ -128,7 +131,7 @@ def parse_spec(name: str, data: dict, source: str) -> TargetSpec:
     for key, value in data.items():
         if key not in allowed:
             raise EdgeqError(f"{source}: unknown key '{key}'; a target file holds {', '.join(sorted(allowed))}")
-        if not isinstance(value, allowed[key]) or isinstance(value, bool):
+        if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] is not bool:
             raise EdgeqError(f"{source}: '{key}' must be a {allowed[key].__name__}, got {type(value).__name__}")
     for key in ("name", "description", "runtime", "artifact", "weight_bits", "weight_granularity", "activation_bits"):
         if key not in data:
@@ -176,6 +179,7 @@ def target_data(name: str) -> dict:
             "weight_bits": list(s.weight_bits), "weight_granularity": list(s.weight_granularity),
             "activation_bits": list(s.activation_bits), "weight_schemes": list(s.weight_schemes), "modes": list(s.modes),
             "activation_dtype": s.activation_dtype, "param_bytes": dict(s.param_bytes), "sources": dict(s.sources),
+            "one_integer_width": s.one_integer_width, "auto_wide_bits": s.auto_wide_bits,
             **s.extra}
 
 

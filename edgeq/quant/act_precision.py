@@ -28,7 +28,6 @@ from edgeq.runners import OrtRunner, batch_size_for
 from edgeq.target import target_data
 
 SAMPLES = 128  # calibration samples the measurements use
-ONE_INTEGER_WIDTH = {"tflite", "tflm"}  # LiteRT: one integer width per model (tflite check_plan)
 SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength
 OUTLIER_RATIO = 6.0  # LayerNorm outputs whose max channel is this far above the median get smoothed
 
@@ -51,7 +50,7 @@ def wide_bits(targets: list[str]) -> int | None:
     DQ -> float op -> Q: measured 1.33x slower than float on ddddocr's recognizer, float
     regions 0.93x), LiteRT runs one integer width per model, Core ML has no int16."""
     for t in targets:
-        if target_data(t).get("auto_wide_bits") != 16 or t in ONE_INTEGER_WIDTH:
+        if target_data(t)["auto_wide_bits"] != 16 or target_data(t)["one_integer_width"]:
             return None
     return 16
 
