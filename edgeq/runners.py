@@ -182,6 +182,17 @@ def run_batches(runner, dataset, batch_size: int, on_batch=None) -> dict[str, np
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def in_chunks(feeds: dict, step: int, invoke) -> dict[str, np.ndarray]:
+    """`invoke` on `step` leading rows of every feed at a time, outputs concatenated: the one loop for
+    runtimes whose program holds a fixed batch (LiteRT, TFLite Micro, Core ML's executor)."""
+    n = len(next(iter(feeds.values())))
+    parts: dict[str, list] = {}
+    for i in range(0, n, step):
+        for k, v in invoke({k: v[i : i + step] for k, v in feeds.items()}).items():
+            parts.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
+
+
 def batch_size_for(graph, preferred: int = 32) -> int:
     """Batch along the leading axis when it is symbolic; else the model's own batch."""
     sizes = [s.shape[0] for s in graph.inputs if s.shape]

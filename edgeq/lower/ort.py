@@ -19,7 +19,7 @@ from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
 from edgeq.lower.ort_format import write_ort_format
 from edgeq.lower.ort_storage import act_scale, bias_is_integer, stored_payload, weight_form, weight_storage  # noqa: F401  (Target hooks)
-from edgeq.quant.linear import storage_dtype
+from edgeq.quant.linear import bias_codes, storage_dtype
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.weights import fake_quant_weight, grid
 from edgeq.runners import OrtRunner, ort_cpu_ops, ort_session, register_runner
@@ -177,11 +177,9 @@ class LoweringContext:
         self.float_kernels.append(wp.node)
 
     def quantize_bias(self, wp: WeightPlan) -> None:
-        b = self.graph.initializer(wp.bias).astype(np.float64)
-        s_w = np.asarray(wp.scale, np.float64)
-        scale = (self.act_scale(wp.input) * s_w).astype(np.float32)
+        b = self.graph.initializer(wp.bias)
+        q, scale = bias_codes(b, self.act_scale(wp.input), wp.scale)
         scale = np.broadcast_to(scale, b.shape).copy() if scale.size == 1 else scale
-        q = np.clip(np.rint(b / scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
         q_name, s_name = f"{wp.bias}_quantized", f"{wp.bias}_scale"
         self.new_inits += [numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale.astype(np.float32), s_name)]
         # No zero-point input: it defaults to 0, and an int32 vector of zeros costs 4 bytes a channel.

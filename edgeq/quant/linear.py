@@ -84,3 +84,15 @@ def storage_dtype(bits: int, signed: bool = True):
     return np.int32
 
 
+
+
+def bias_codes(bias, input_scale: float, weight_scale, wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scale) of an integer kernel's bias: scale = input_scale * weight_scale[c] in float32,
+    codes = round(bias / scale) clamped to int32 (int64 for 16-bit activations, `wide`). Every
+    target's writer calls this, so a bias means the same thing on every runtime."""
+    b = np.asarray(bias, np.float64)
+    scale = (np.float64(input_scale) * np.asarray(weight_scale, np.float64)).astype(np.float32)
+    dtype = np.int64 if wide else np.int32
+    info = np.iinfo(dtype)
+    q = np.clip(np.rint(b / np.broadcast_to(scale, b.shape).astype(np.float64)), info.min, info.max).astype(dtype)
+    return q, scale

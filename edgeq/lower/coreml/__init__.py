@@ -22,7 +22,7 @@ from edgeq.graph import Graph, node_name
 from edgeq.lower.coreml.deploy import MIN_OS, PRECISIONS, plan_needs, resolve_options  # noqa: F401  (the package's names)
 from edgeq.lower.coreml.package import quiet_coremltools
 from edgeq.quant.plan import QuantPlan
-from edgeq.runners import register_runner
+from edgeq.runners import in_chunks, register_runner
 from edgeq.target import target_data
 
 quiet_coremltools()
@@ -154,12 +154,8 @@ class MILRunner:
             stacked = self._stacked(feeds, n)
             if stacked is not None:
                 return stacked
-        parts: dict[str, list] = {k: [] for k in self.output_names}
-        for i in range(0, n, step):
-            outs = self.program.run_positional([feeds[k][i : i + step] for k in self.input_names])
-            for k, v in zip(self.output_names, outs):
-                parts[k].append(np.asarray(v))
-        return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in parts.items()}
+        return in_chunks({k: feeds[k] for k in self.input_names}, step,
+                         lambda f: dict(zip(self.output_names, self.program.run_positional([f[k] for k in self.input_names]))))
 
     def _stacked(self, feeds: dict, n: int) -> dict | None:
         try:

@@ -27,7 +27,7 @@ from edgeq.lower.tflite.ops import INT8_OPS, OPS
 from edgeq.lower.tflite.read import read_tflite as read_artifact  # noqa: F401  (Target hook)
 from edgeq.lower.tflite.storage import stored_payload, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.plan import QuantPlan
-from edgeq.runners import captured_stderr, register_runner
+from edgeq.runners import captured_stderr, in_chunks, register_runner
 from edgeq.target import target_data
 
 NAME = "tflite"
@@ -238,15 +238,9 @@ def run_in_batches(artifact: Artifact, feeds: dict, invoke) -> dict[str, np.ndar
     """Feed the artifact's fixed batch at a time (the whole feed when it already has that shape)."""
     specs = {s.name: s for s in artifact.inputs}
     first = artifact.inputs[0] if artifact.inputs else None
-    n = len(next(iter(feeds.values()))) if feeds and np.ndim(next(iter(feeds.values()))) else 1
     if first is None or not first.shape or all(np.shape(feeds[k]) == _onnx_shape(specs[k], artifact) for k in specs):
         return invoke(feeds)
-    step = max(int(first.shape[0]), 1)
-    parts: dict[str, list] = {}
-    for i in range(0, n, step):
-        for k, v in invoke({k: v[i:i + step] for k, v in feeds.items()}).items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return in_chunks(feeds, max(int(first.shape[0]), 1), invoke)
 
 
 def _onnx_shape(spec: IOSpec, artifact: Artifact) -> tuple:

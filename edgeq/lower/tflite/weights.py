@@ -15,7 +15,7 @@ import numpy as np
 from edgeq.lower.tflite.context import Ctx
 from edgeq.lower.tflite.schema import Quant, pack_int4
 from edgeq.lower.tflite.storage import int4_storable
-from edgeq.quant.linear import quantize
+from edgeq.quant.linear import bias_codes, quantize
 
 HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
@@ -84,8 +84,5 @@ def bias(ctx: Ctx, node, wname: str, channels: int, kind: str, input_name: str, 
     a = ctx.act(input_name)
     w_scale = np.asarray(wp.scale, np.float64)
     w_scale = w_scale[rows] if w_scale.size > 1 else w_scale
-    scale = (np.float64(a.scale) * w_scale).astype(np.float32)
-    dtype, info = ("int64", np.iinfo(np.int64)) if a.bits == 16 else ("int32", np.iinfo(np.int32))
-    q = np.clip(np.rint(b.astype(np.float64) / scale.astype(np.float64)), info.min, info.max)
-    return ctx.new(f"{label}_{dtype}", q.shape, dtype, Quant([float(s) for s in scale], [0] * scale.size, 0),
-                   q.astype(np.int64 if dtype == "int64" else np.int32))
+    q, scale = bias_codes(b, a.scale, w_scale, wide=a.bits == 16)
+    return ctx.new(f"{label}_{q.dtype.name}", q.shape, q.dtype.name, Quant([float(s) for s in scale.ravel()], [0] * scale.size, 0), q)
