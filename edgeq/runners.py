@@ -170,12 +170,13 @@ class OrtRunner:
         return run_batches(self, dataset, batch_size)
 
 
-def run_batches(runner, dataset, batch_size: int, on_batch=None) -> dict[str, np.ndarray]:
+def run_batches(runner, dataset, batch_size: int, on_batch=None, extra: dict | None = None) -> dict[str, np.ndarray]:
     """Run a whole dataset through any runner, concatenating each output along the sample axis;
-    on_batch(n) is told each batch's size (for a progress bar)."""
+    on_batch(n) is told each batch's size (for a progress bar); `extra` feeds go with every batch
+    (a simulator's weights or fake-quant switches)."""
     parts: dict[str, list] = {}
     for feeds in dataset.batches(batch_size):
-        for k, v in runner.run(feeds).items():
+        for k, v in runner.run({**feeds, **(extra or {})}).items():
             parts.setdefault(k, []).append(v)
         if on_batch:
             on_batch(len(next(iter(feeds.values()))))

@@ -30,8 +30,8 @@ from edgeq.progress import progress_bar
 from edgeq.quant.linear import affine_params
 from edgeq.quant.plan import QuantPlan
 from edgeq.quant.sensitivity import relative_noise
-from edgeq.quant.simulate import planned_weights, with_tensors, wrap_tensors
-from edgeq.runners import OrtRunner, batch_size_for
+from edgeq.quant.simulate import fake_quant_nodes, planned_weights, with_tensors, wrap_tensors
+from edgeq.runners import OrtRunner, batch_size_for, run_batches
 
 SEARCH_SAMPLES = 32  # samples the search for k runs on (fewer for large models, down to 4)
 SEARCH_WORK = 8e9  # MAC-equivalents one search simulation may spend (32 samples of a 0.15 GMAC classifier)
@@ -88,12 +88,7 @@ class ActSimulator:
             p = {k: f"{t}__aq_{k}" for k in params}
             for k in params:
                 g.input.append(helper.make_tensor_value_info(p[k], onnx.TensorProto.FLOAT, []))
-            x = [f"{t}__aq{i}" for i in range(7)]
-            return [helper.make_node("Div", [src, p["s"]], [x[0]]), helper.make_node("Round", [x[0]], [x[1]]),
-                    helper.make_node("Add", [x[1], p["z"]], [x[2]]), helper.make_node("Clip", [x[2], p["lo"], p["hi"]], [x[3]]),
-                    helper.make_node("Sub", [x[3], p["z"]], [x[4]]), helper.make_node("Mul", [x[4], p["s"]], [x[5]]),
-                    helper.make_node("Sub", [x[5], src], [x[6]]), helper.make_node("Mul", [x[6], p["on"]], [x[6] + "o"]),
-                    helper.make_node("Add", [src, x[6] + "o"], [dst])]
+            return fake_quant_nodes(src, dst, p, f"{t}__aq", switch=p["on"])
 
         wrap_tensors(g, names, fq_qdq if qdq else fq, "{}__aqout", "{}__aqpre")
 
@@ -109,14 +104,10 @@ class ActSimulator:
                 continue
             feeds0.update({f"{t}__aq_s": one(s), f"{t}__aq_z": one(z), f"{t}__aq_lo": one(lo), f"{t}__aq_hi": one(hi),
                            f"{t}__aq_on": one(1.0 if t in grids else 0.0)})
-        parts: dict[str, list] = {}
-        for feeds in data.batches(self.batch):
-            out = self.runner.run({**feeds, **feeds0})
-            for k in self.outputs:
-                parts.setdefault(k, []).append(out[k])
+        out = run_batches(self.runner, data, self.batch, extra=feeds0)
         self.runs += 1
         self.on_run()
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return {k: out[k] for k in self.outputs}
 
 
 def grid(a, bits: int) -> tuple:

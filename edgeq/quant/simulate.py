@@ -17,7 +17,7 @@ from edgeq.graph import Graph
 from edgeq.quant.linear import qrange
 from edgeq.quant.plan import QuantPlan
 from edgeq.quant.weights import fake_quant_weight
-from edgeq.runners import OrtRunner, batch_size_for
+from edgeq.runners import OrtRunner, batch_size_for, run_batches
 
 
 def encode_tensor(a: np.ndarray) -> dict:
@@ -46,21 +46,27 @@ def plan_graph(graph: Graph, plan: QuantPlan) -> Graph:
     return with_tensors(graph, {k: decode_tensor(v) for k, v in plan.tensors.items()})
 
 
+def fake_quant_nodes(src: str, dst: str, p: dict[str, str], prefix: str, switch: str | None = None) -> list:
+    """dst = (clip(round(src / s) + z, lo, hi) - z) * s as ONNX nodes, with s, z, lo, hi the tensors
+    named in `p` (float32). With `switch` (a float32 0/1 tensor): dst = src + on * (that - src), so one
+    session turns each tensor's quantization on or off. The one fake-quant graph of every simulator."""
+    x = [f"{prefix}{i}" for i in range(5)]
+    last = dst if switch is None else x[4]
+    nodes = [helper.make_node("Div", [src, p["s"]], [x[0]]), helper.make_node("Round", [x[0]], [x[1]]),
+             helper.make_node("Add", [x[1], p["z"]], [x[2]]), helper.make_node("Clip", [x[2], p["lo"], p["hi"]], [x[3]]),
+             helper.make_node("Sub", [x[3], p["z"]], [x[3] + "z"]), helper.make_node("Mul", [x[3] + "z", p["s"]], [last])]
+    if switch is not None:
+        nodes += [helper.make_node("Sub", [last, src], [x[4] + "d"]), helper.make_node("Mul", [x[4] + "d", switch], [x[4] + "o"]),
+                  helper.make_node("Add", [src, x[4] + "o"], [dst])]
+    return nodes
+
+
 def _fake_quant_nodes(name: str, out: str, scale: float, zp: int, bits: int, signed: bool):
     qmin, qmax = qrange(bits, signed)
     c = {k: f"{name}__fq_{k}" for k in ("s", "z", "lo", "hi")}
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), c[k])
              for k, v in (("s", scale), ("z", float(zp)), ("lo", float(qmin)), ("hi", float(qmax)))]
-    t = [f"{name}__fq_{i}" for i in range(4)]
-    nodes = [
-        helper.make_node("Div", [name, c["s"]], [t[0]]),
-        helper.make_node("Round", [t[0]], [t[1]]),
-        helper.make_node("Add", [t[1], c["z"]], [t[2]]),
-        helper.make_node("Clip", [t[2], c["lo"], c["hi"]], [t[3]]),
-        helper.make_node("Sub", [t[3], c["z"]], [t[3] + "z"]),
-        helper.make_node("Mul", [t[3] + "z", c["s"]], [out]),
-    ]
-    return nodes, inits
+    return fake_quant_nodes(name, out, c, f"{name}__fq_"), inits
 
 
 def wrap_tensors(g, names: set[str], build, out_fmt: str, pre_fmt: str) -> None:
@@ -123,12 +129,7 @@ class Simulator:
         g.initializer.extend(inits)
 
     def run(self, weights: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        w = {**self.base, **(weights or {})}
-        parts: dict[str, list] = {}
-        for feeds in self.dataset.batches(self.batch):
-            for k, v in self.runner.run({**feeds, **w}).items():
-                parts.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return run_batches(self.runner, self.dataset, self.batch, extra={**self.base, **(weights or {})})
 
 
 def planned_weights(graph: Graph, plan: QuantPlan) -> dict[str, np.ndarray]:
