@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from edgeq.errors import PlanError
 from edgeq.quant.plan import QuantPlan
+from edgeq.target import target_spec
 
-MIN_OS = ("ios16", "ios17", "ios18")
-PRECISIONS = ("fp16", "fp32")
+# The choices of the options targets/coreml.toml declares (MIN_OS oldest first: "lowest" below relies on it).
+MIN_OS = next(o.choices for o in target_spec("coreml").options if o.key == "min_os")
+PRECISIONS = next(o.choices for o in target_spec("coreml").options if o.key == "coreml_precision")
 
 
 def plan_needs(plan: QuantPlan) -> list[tuple[str, str, bool]]:

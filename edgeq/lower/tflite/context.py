@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeq.errors import PlanError
 from edgeq.graph import Graph
 from edgeq.lower.tflite import layout as L
 from edgeq.lower.tflite.schema import NUMPY_TYPES, ModelWriter, Quant, fb
 from edgeq.quant.linear import affine_params, quantize
 from edgeq.quant.plan import ActivationPlan, QuantPlan
+from edgeq.target import target_spec
 
 
 @dataclass
@@ -33,15 +33,11 @@ class TfliteOptions:
     @classmethod
     def from_dict(cls, d: dict | None) -> TfliteOptions:
         d = d or {}
-        o = cls(**{k: d[k] for k in ("io_dtype", "io_layout", "fallback", "weights", "int4", "android_api")
-                   if k in d and d[k] is not None})
-        if o.android_api is not None and not (isinstance(o.android_api, int) and 21 <= o.android_api <= 40):
-            raise PlanError(f"tflite option android_api={o.android_api!r}: give an Android API level such as 30")
-        for name, allowed in (("io_dtype", ("float32", "int8")), ("io_layout", ("nchw", "nhwc")),
-                              ("fallback", ("error", "float")), ("weights", ("auto", "float32", "float16"))):
-            if getattr(o, name) not in allowed:
-                raise PlanError(f"tflite option {name}={getattr(o, name)!r}: choose one of {', '.join(allowed)}")
-        return o
+        for opt in target_spec("tflite").options:  # the declared options' values, checked as their flags are
+            if d.get(opt.key) is not None and not (opt.key == "weights" and d[opt.key] == "auto"):
+                opt.check(d[opt.key], "tflite")
+        return cls(**{k: d[k] for k in ("io_dtype", "io_layout", "fallback", "weights", "int4", "android_api")
+                      if k in d and d[k] is not None})
 
 
 @dataclass
