@@ -315,8 +315,13 @@ def targets(as_json):
         return
     for t in info:
         click.echo(f"{t['name']:<8} {t['description']}")
-        click.echo(f"{'':<8} weights {t['weight_bits']} bits, activations {t['activation_bits']} bits, "
-                   f"{t['ops']} ops, runs on {t['runtime']}")
+        click.echo(f"{'':<8} weights {t['weight_bits']} bits ({', '.join(t['weight_schemes'])}; "
+                   f"{', '.join(t['weight_granularity'])}), activations {t['activation_bits']} bits ({t['activation_dtype']}), "
+                   f"{t['ops']} ops, writes {t['artifact']}, runs on {t['runtime']}")
+        if t["options"]:
+            click.echo(f"{'':<8} options: {' '.join(t['options'].values())}")
+        for os_name, holds in t["deployments"].items():
+            click.echo(f"{'':<8} {os_name}: weights {'; '.join(holds.get('weights', []))}")
 
 
 @main.command()

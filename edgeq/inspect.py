@@ -7,6 +7,7 @@ from edgeq.frontend.quantized import quantized_ops
 from edgeq.graph import node_name
 from edgeq.lower import get_target, target_data, target_names, unlowerable
 from edgeq.passes import run_passes
+from edgeq.target import target_spec
 
 
 def list_targets() -> list[dict]:
@@ -17,9 +18,14 @@ def list_targets() -> list[dict]:
             n_ops = len(get_target(name).OPS)
         except Exception:  # a target whose optional dependency is missing
             n_ops = 0
-        out.append({"name": name, "description": data.get("description", ""), "runtime": data.get("runtime", ""),
-                    "weight_bits": data.get("weight_bits", []), "activation_bits": data.get("activation_bits", []),
-                    "ops": n_ops})
+        out.append({"name": name, "description": data["description"], "runtime": data["runtime"],
+                    "artifact": data["artifact"], "weight_bits": data["weight_bits"],
+                    "weight_granularity": data["weight_granularity"], "weight_schemes": data["weight_schemes"],
+                    "activation_bits": data["activation_bits"], "activation_dtype": data["activation_dtype"],
+                    "modes": data["modes"], "ops": n_ops,
+                    "options": {o.key: o.flag for o in target_spec(name).options},
+                    # what each deployment target holds, where the format has several (Core ML's min_os)
+                    "deployments": {k: v for k, v in data.get("min_os", {}).items() if k != "sources"}})
     return out
 
 

@@ -121,7 +121,7 @@ EXTRA_KEYS = {
                "nnapi_deprecated_from_android": int},
     "tflm": {"io_dtype_default": str, "arena_margin_bytes": int,        # lower/tflm.py
              "mcu_flash_bytes": int, "mcu_arena_bytes": int},
-    "coreml": {"compute_precision": list, "min_os": dict, "neural_engine": dict,  # lower/coreml, residency.py
+    "coreml": {"min_os": dict, "neural_engine": dict,  # edgeq targets (inspect.py), residency.py
                "palette_bits": list},  # check_plan_capabilities
 }
 

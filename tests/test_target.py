@@ -63,3 +63,32 @@ def test_an_api_option_value_is_checked_like_the_flag(tmp_path):
         edgeq.compile(str(Path(__file__).parents[1] / "samples" / "fashion_cnn.onnx"), target="coreml", calib="random", out=tmp_path / "o",
                       target_options={"min_os": "ios99"})
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", list(TARGET_MODULES))
+def test_every_key_of_a_target_file_has_a_reader(name):
+    """A key no code reads is a promise nothing keeps: each one's name appears in edgeq's code
+    outside target.py (the spec fields are read through TargetSpec / target_data)."""
+    from edgeq.target import EXTRA_KEYS
+
+    code = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "edgeq").rglob("*.py") if p.name != "target.py")
+    for key in EXTRA_KEYS.get(name, {}):
+        if key in _toml(name):
+            read_here = f'extra.get("{key}"' in (Path(__file__).parents[1] / "edgeq" / "target.py").read_text()
+            assert f'"{key}"' in code or read_here, f"targets/{name}.toml: nothing reads '{key}'"
+    for key in ("weight_granularity", "weight_schemes", "modes", "activation_dtype", "one_integer_width", "auto_wide_bits"):
+        assert f"spec.{key}" in (Path(__file__).parents[1] / "edgeq" / "target.py").read_text() or f'"{key}"' in code
+
+
+def test_edgeq_targets_lists_what_each_target_holds():
+    from click.testing import CliRunner
+
+    from edgeq.cli import main
+
+    out = CliRunner().invoke(main, ["targets", "--json"]).output
+    import json
+
+    info = {t["name"]: t for t in json.loads(out)}
+    assert info["tflite"]["weight_schemes"] == ["symmetric"] and "--io-dtype" in info["tflite"]["options"].values()
+    if "coreml" in info:
+        assert set(info["coreml"]["deployments"]) == {"ios16", "ios17", "ios18"}
