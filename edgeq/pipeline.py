@@ -236,6 +236,8 @@ def target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, op
             "quant_load": round(getattr(runner, "load_seconds", 0.0) * 1e3, 3),
         },
         "plan_sha256": artifact.plan_sha256,
+        # what the target decided for its own plan and why (e.g. ort_weight_grid: 8-bit or the 7-bit grid)
+        "plan_constraints": {k: v for k, v in plan.constraints.items() if isinstance(v, str)},
         "notes": artifact.notes,
         **{k: v for k, v in artifact.extra.items() if v is not None},
     }

@@ -109,6 +109,9 @@ def test_reduce_range_follows_the_device(tmp_path, small_model, small_calib):
     assert t["avg_weight_bits"] == (8.0 if int8_dot() else 7.0)  # the host profile's CPU is read at run time
     _, report = _compile(tmp_path, small_model, small_calib, "phone", "--device", "pixel8")
     assert report["targets"][0]["avg_weight_bits"] == 8.0
+    assert "full 8-bit weights" in report["targets"][0]["plan_constraints"]["ort_weight_grid"]  # the report says why
+    _, report = _compile(tmp_path, small_model, small_calib, "asked", "--reduce-range")
+    assert "--reduce-range given" in report["targets"][0]["plan_constraints"]["ort_reduce_range"]
 
 
 def test_int8_dot_reads_the_cpu_flags():
