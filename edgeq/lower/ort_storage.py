@@ -20,6 +20,7 @@ from edgeq.graph import Graph
 from edgeq.quant.build import grid_carrier
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.size import Stored
+from edgeq.target import target_spec
 
 
 def act_scale(plan: QuantPlan, name: str | None) -> float | None:
@@ -73,17 +74,20 @@ def weight_forms(graph: Graph, plan: QuantPlan, int4: bool) -> dict[str, tuple[W
 
 def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
     """{tensor: Stored} for every planned weight and its bias, as lower/ort.py writes them."""
+    fmt = target_spec("ort").storage_format()  # targets/ort.toml [param_bytes]
     out: dict[str, Stored] = {}
     for name, (wp, form) in weight_forms(graph, plan, bool(options.get("ort_int4"))).items():
         n = int(np.prod(wp.shape))
         if form == "float32":
             out[name] = Stored(4 * n)
             continue
-        width = 0.5 if form == "int4" else 1
+        width = 0.5 if form == "int4" else 1  # bytes per code; zero points take the codes' type
         zero_points = len(wp.zero_point or wp.scale or [])
-        out[name] = Stored(width * n, 4 * len(wp.scale or []) + int(np.ceil(width * zero_points)))
+        scales = len(wp.scale or [])
+        out[name] = Stored(width * n, scales * (4 + fmt["weight_scale"]) + int(np.ceil(width * zero_points * fmt["weight_zero_point"])))
         if wp.bias and wp.bias not in out and bias_is_integer(plan, wp, form) and graph.is_const(wp.bias):
-            out[wp.bias] = Stored(8 * int(np.prod(graph.initializer(wp.bias).shape)), bias=True)  # int32 + float32 scale
+            entries = int(np.prod(graph.initializer(wp.bias).shape))  # int32 codes + a float32 scale each
+            out[wp.bias] = Stored(entries * (fmt["bias_bytes"] + fmt["bias_scale"] + fmt["bias_zero_point"]), bias=True)
     return out
 
 

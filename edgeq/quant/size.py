@@ -29,6 +29,7 @@ class Stored:
     codes: float
     params: int = 0
     bias: bool = False
+    other: bool = False  # a parameter no weight plan covers, at the format's float width for these options
 
     @property
     def total(self) -> float:
@@ -92,10 +93,13 @@ def predicted_bytes(graph: Graph, plan: QuantPlan, target: str | None = None, op
 
 
 def summarize(graph: Graph, stored: dict[str, Stored], float_width: int) -> dict:
-    codes = sum(s.codes for s in stored.values() if not s.bias)
-    meta = sum(s.params for s in stored.values() if not s.bias) + sum(s.total for s in stored.values() if s.bias)
-    other = float_width * sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in stored)
+    weights = [s for s in stored.values() if not s.bias and not s.other]
+    codes = sum(s.codes for s in weights)
+    meta = sum(s.params for s in weights) + sum(s.total for s in stored.values() if s.bias)
+    other = sum(s.total for s in stored.values() if s.other)
+    other += float_width * sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer if t.name not in stored)
     packed = int(np.ceil(codes))
+    other = int(np.ceil(other))
     return {"weights_packed": packed, "quant_params": int(np.ceil(meta)), "other_params": other,
             "total": packed + int(np.ceil(meta)) + other}
 

@@ -100,16 +100,14 @@ class Ctx:
              int16_ok: bool = True) -> str:
         """"q" when the plan puts every float input and output of the node on an integer grid."""
         from edgeq.errors import UnsupportedOpError
+        from edgeq.lower.tflite.storage import on_integer_grids
 
-        if self.plan.mode != "static":
-            return "float"
         if weight is not None:
             wp = self.plan.weights.get(weight)
             if wp is None or wp.bits is None:
                 return "float"
         tensors = [i for i in node.input if i and not self.graph.is_const(i)] + list(outs if outs is not None else node.output)
-        tensors = [t for t in tensors if t and self.graph.dtype(t) in (None, "float32")]
-        if not tensors or any(self.act(t) is None for t in tensors):
+        if not on_integer_grids(self.graph, self.plan, tensors):  # the storage rule asks the same
             return "float"
         if not int_ok or not int16_ok and self.width == 16:
             if self.opts.fallback == "float":

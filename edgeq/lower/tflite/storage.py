@@ -18,10 +18,10 @@ from edgeq.graph import Graph, get_attr
 from edgeq.quant.build import grid_carrier
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.size import Stored
-from edgeq.target import target_data
+from edgeq.target import target_data, target_spec
 
 INT4_OPS = tuple(target_data("tflite")["native_int4_ops"])  # LiteRT kernels that read packed INT4 filters
-SCALE_BYTES, ZERO_POINT_BYTES = 4, 8  # QuantizationParameters: float32 scale, int64 zero point
+SCALE_BYTES, ZERO_POINT_BYTES = 4, 8  # QuantizationParameters: float32 scale, int64 zero point (reading back)
 
 
 def int4_storable(wp: WeightPlan, op: str, kind: str, input_bits: int | None, int4: bool) -> bool:
@@ -37,14 +37,23 @@ def tfl_op(graph: Graph, node) -> str:
     return {"ConvTranspose": "TRANSPOSE_CONV"}.get(node.op_type, "FULLY_CONNECTED")
 
 
-def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
-    """Context.kind's rule: every float activation in and out (after a fused Relu/Clip) has a grid."""
+def on_integer_grids(graph: Graph, plan: QuantPlan, tensors: list[str]) -> bool:
+    """Every float tensor among `tensors` has a grid in a static plan: the condition for a LiteRT
+    integer kernel (Ctx.kind asks this too)."""
     if plan.mode != "static":
         return False
-    tensors = [i for i in node.input if i and not graph.is_const(i)] + [grid_carrier(graph, node)]
-    tensors = [t for t in tensors if graph.dtype(t) in (None, "float32")]
+    tensors = [t for t in tensors if t and graph.dtype(t) in (None, "float32")]
     acts = [plan.activations.get(t) for t in tensors]
     return bool(tensors) and all(a is not None and a.bits is not None for a in acts)
+
+
+def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
+    """Whether the writer gives this weighted node an integer kernel (ops_nn.py: Conv / Gemm / MatMul
+    read their fused output's grid, ConvTranspose its own output's; Gemm with alpha or beta != 1 runs float)."""
+    if node.op_type == "Gemm" and (get_attr(node, "alpha", 1.0) != 1.0 or get_attr(node, "beta", 1.0) != 1.0):
+        return False
+    out = node.output[0] if node.op_type == "ConvTranspose" else grid_carrier(graph, node)
+    return on_integer_grids(graph, plan, [i for i in node.input if i and not graph.is_const(i)] + [out])
 
 
 def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
@@ -60,19 +69,25 @@ def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, St
         if wp is None:
             continue
         size = int(np.prod(wp.shape))
-        if wp.bits is None:
-            out[wp.tensor] = Stored(float_width * size)
-            continue
-        kind = "q" if integer_kernel(graph, plan, n) else "float"
+        fmt = target_spec("tflite").storage_format()
         a = plan.activations.get(n.input[0])
-        int4 = int4_storable(wp, tfl_op(graph, n), kind, a.bits if a is not None else None, opts.int4)
-        channels = len(wp.scale or [1])
-        out[wp.tensor] = Stored((0.5 if int4 else 1) * size, channels * (SCALE_BYTES + ZERO_POINT_BYTES))
-        if n.op_type in ("Conv", "Gemm") or n.op_type == "ConvTranspose":
-            bias = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        scales = len(wp.scale or [1])  # one scale and zero point per channel, or one for the tensor
+        if wp.bits is None:
+            kind = "float"
+            out[wp.tensor] = Stored(float_width * size)
+        else:
+            kind = "q" if integer_kernel(graph, plan, n) else "float"
+            int4 = int4_storable(wp, tfl_op(graph, n), kind, a.bits if a is not None else None, opts.int4)
+            scale_b, zp_b = 4 + fmt["weight_scale"], fmt["weight_zero_point"]  # float32 scale, int64 zero point
+            out[wp.tensor] = Stored((0.5 if int4 else 1) * size, scales * (scale_b + zp_b))
+        if n.op_type in ("Conv", "Gemm", "ConvTranspose", "MatMul"):  # every one gets a bias (zeros if it has none)
+            bias = n.input[2] if n.op_type != "MatMul" and len(n.input) > 2 and n.input[2] else None
             entries = int(np.prod(graph.initializer(bias).shape)) if bias and graph.is_const(bias) else channels_out(graph, n, wp)
-            width = (8 if a is not None and a.bits == 16 else 4) + SCALE_BYTES + ZERO_POINT_BYTES if kind == "q" else 4
-            stored_bias = Stored(width * entries, bias=True)
+            if kind == "q":  # int32 (int64 under 16-bit activations) codes, a scale and zero point per weight scale
+                codes = 2 * fmt["bias_bytes"] if a is not None and a.bits == 16 else fmt["bias_bytes"]
+                stored_bias = Stored(codes * entries, scales * (fmt["bias_scale"] + fmt["bias_zero_point"]), bias=True)
+            else:
+                stored_bias = Stored(fmt["float_bytes"] * entries, bias=True)
             if bias and graph.is_const(bias):
                 out[bias] = stored_bias
             else:  # a zero bias the writer adds: counted with its weight
@@ -90,13 +105,13 @@ def channels_out(graph: Graph, node, wp: WeightPlan) -> int:
 
 def stored_payload(artifact) -> int:
     """Bytes of the written flatbuffer's constant buffers plus the scales and zero points of its
-    quantized tensors: what the rule predicts (activation tensors' parameters included, a few bytes each)."""
+    quantized constants: what the rule predicts (activations' parameters are not payload)."""
     from edgeq.lower.tflite.schema import read_model
 
     model = read_model(artifact.path.read_bytes())
     total = sum(len(b.data) for b in model.buffers if b.data is not None)
     for t in model.subgraphs[0].tensors:
-        q = t.quantization
-        if q is not None and q.scale is not None:
+        q, data = t.quantization, model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        if q is not None and q.scale is not None and data is not None and len(data):  # a constant's parameters
             total += SCALE_BYTES * len(q.scale) + ZERO_POINT_BYTES * len(q.zeroPoint if q.zeroPoint is not None else [])
     return total
