@@ -107,7 +107,7 @@ def overlay(name: str, data: dict, info: dict | None = None) -> tuple[dict, dict
     from edgeq.devices import DeviceError, collect_quantities
     from edgeq.hostcpu import describe
 
-    measured_on = data["measured_on"]
+    measured_on = data.get("measured_on")
     if not isinstance(measured_on, dict) or not isinstance(measured_on.get("cpu"), str):
         raise DeviceError(f"device '{name}': [measured_on] needs cpu = \"...\" (the CPU its numbers were measured on)")
     path = cache_path(info)

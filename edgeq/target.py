@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from edgeq.errors import EdgeqError, PlanError
 
@@ -74,13 +75,17 @@ OPTION_KEYS = {"flag": str, "type": str, "help": str, "choices": list, "min": in
 def parse_options(table: dict, source: str) -> tuple[TargetOption, ...]:
     out = []
     for key, d in table.items():
+        if not isinstance(d, dict):
+            raise EdgeqError(f"{source}: options.{key} must be a table ([options.{key}])")
         for k, v in d.items():
             if k not in OPTION_KEYS or not isinstance(v, OPTION_KEYS[k]):
                 raise EdgeqError(f"{source}: options.{key}.{k} is not one of {', '.join(OPTION_KEYS)} with the right type")
         if d.get("type") not in ("choice", "int", "flag", "bool") or "flag" not in d or "help" not in d:
             raise EdgeqError(f"{source}: options.{key} needs flag, help and a type of choice, int, flag or bool")
-        if d["type"] == "int" and ("min" not in d or "max" not in d):
-            raise EdgeqError(f"{source}: options.{key} (int) needs min and max")
+        if d["type"] == "int" and ("min" not in d or "max" not in d or d["min"] > d["max"]):
+            raise EdgeqError(f"{source}: options.{key} (int) needs min <= max")
+        if d["type"] == "choice" and not (d.get("choices") and all(isinstance(c, str) for c in d["choices"])):
+            raise EdgeqError(f"{source}: options.{key} (choice) needs a list of string choices")
         out.append(TargetOption(key, d["flag"], d["type"], d["help"], tuple(d.get("choices", ())), d.get("min"), d.get("max")))
     return tuple(out)
 
@@ -133,6 +138,10 @@ def parse_spec(name: str, data: dict, source: str) -> TargetSpec:
             raise EdgeqError(f"{source}: unknown key '{key}'; a target file holds {', '.join(sorted(allowed))}")
         if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] is not bool:
             raise EdgeqError(f"{source}: '{key}' must be a {allowed[key].__name__}, got {type(value).__name__}")
+    for key in ("weight_bits", "activation_bits", "weight_granularity", "weight_schemes", "modes"):
+        want = int if key.endswith("_bits") else str
+        if key in data and not all(isinstance(v, want) and not isinstance(v, bool) for v in data[key]):
+            raise EdgeqError(f"{source}: '{key}' must list {want.__name__}s")
     for key in ("name", "description", "runtime", "artifact", "weight_bits", "weight_granularity", "activation_bits"):
         if key not in data:
             raise EdgeqError(f"{source}: missing key '{key}'")
@@ -150,7 +159,10 @@ def parse_spec(name: str, data: dict, source: str) -> TargetSpec:
 @cache
 def target_spec(name: str) -> TargetSpec:
     """targets/<name>.toml, checked whole (unknown keys, types, the name)."""
-    path = resources.files("edgeq.targets").joinpath(f"{name}.toml")
+    try:
+        path = resources.files("edgeq.targets").joinpath(f"{name}.toml")
+    except ModuleNotFoundError:  # a source checkout run without installing: targets/ beside edgeq/
+        path = Path(__file__).resolve().parents[1] / "targets" / f"{name}.toml"
     if not path.is_file():
         raise EdgeqError(f"no target file targets/{name}.toml")
     return parse_spec(name, tomllib.loads(path.read_text()), f"targets/{name}.toml")
@@ -238,6 +250,8 @@ class Target:
 
     def check_options(self, options: dict | None) -> None:
         """The values of the options this target declares (others belong to other targets)."""
+        if options is not None and not isinstance(options, dict):
+            raise PlanError(f"target options must be a dict of option names to values, got {type(options).__name__}")
         for opt in self.spec.options:
             value = (options or {}).get(opt.key)
             if value is not None:
@@ -300,7 +314,8 @@ def check_plan_capabilities(spec: TargetSpec, plan) -> None:
         if w.granularity not in spec.weight_granularity:
             raise PlanError(f"{where}: {w.granularity} weights; the {spec.name} target holds {', '.join(spec.weight_granularity)}")
         if w.scheme == "palette" and "palette" not in spec.weight_schemes:
-            raise PlanError(f"{where}: the {spec.name} target holds linear weights, not palettes; use --target coreml or a linear scheme")
+            raise PlanError(f"{where}: the {spec.name} target has no palette (LUT) weights, only linear ones; "
+                            "use --target coreml or a linear scheme")
         if w.scheme not in spec.weight_schemes:
             raise PlanError(f"{where}: the {spec.name} target holds {', '.join(spec.weight_schemes)} weights, not {w.scheme}")
     if plan.mode == "static":

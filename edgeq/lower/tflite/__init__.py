@@ -70,7 +70,6 @@ lowering_view = L.static_graph  # what the op check before calibration looks at 
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:
     """Refuse, before anything is written, what LiteRT cannot hold."""
     opts = TfliteOptions.from_dict(options)
-    caps = target_data(NAME)
     static = L.static_graph(graph)  # ops as lowered: shape arithmetic folded, Erf-GELU fused
     for k, n in enumerate(static.nodes):  # a Shape left here has a dynamic input: check_static says so below
         if n.domain not in ("", "ai.onnx") or n.op_type not in OPS and n.op_type not in ("Shape", "Size"):
@@ -79,13 +78,8 @@ def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> No
         where = f"weight '{w.tensor}' (node '{w.node}')"
         if w.bits is None:
             continue
-        if w.bits not in caps["weight_bits"]:
-            raise PlanError(f"{where}: {w.bits} bits; the tflite target holds {caps['weight_bits']}")
-        if w.scheme == "palette":
-            raise PlanError(f"{where}: LiteRT has no palette (LUT) weights; use a linear scheme for --target tflite, or --target coreml")
-        if w.granularity == "per_block":
-            raise PlanError(f"{where}: per-block weights are not lowered for LiteRT here; use per_channel")
-        if any(z != 0 for z in (w.zero_point or [])):
+        # bits, schemes and granularities: Target.check_plan, from targets/tflite.toml
+        if w.scheme != "palette" and any(z != 0 for z in (w.zero_point or [])):
             raise PlanError(f"{where}: LiteRT's integer kernels need weight zero points of 0; use the symmetric scheme")
     widths = {a.bits for a in plan.activations.values() if a.bits is not None} if plan.mode == "static" else set()
     if len(widths) > 1:
@@ -94,9 +88,7 @@ def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> No
     for name, a in plan.activations.items():
         if plan.mode == "static" and a.bits == 16 and a.zero_point != 0:
             raise PlanError(f"activation '{name}': LiteRT's int16 activations are symmetric; set zero_point to 0 "
-                            "(edgeq plan --target tflite does this)")
-        if plan.mode == "static" and a.bits not in (None, *caps["activation_bits"]):
-            raise PlanError(f"activation '{name}': {a.bits} bits; the tflite target holds {caps['activation_bits']}")
+                            "(compile does this in the plan it derives for tflite, plan.tflite.json)")
     if opts.io_dtype == "int8" and plan.mode == "static" and 16 in widths:
         raise PlanError("io_dtype=int8 with a 16-bit activation plan; use io_dtype float32")
     L.check_static(static, NAME)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edgeq.target import target_data
 
-NNAPI_DEPRECATION = ("NNAPI is deprecated from Android 15: LiteRT's NNAPI delegate may be missing or fall back to the "
-                     "CPU on new devices; prefer XNNPACK (CPU) or the GPU delegate")
+NNAPI_DEPRECATION = (f"NNAPI is deprecated from Android {target_data('tflite')['nnapi_deprecated_from_android']}: LiteRT's "
+                     "NNAPI delegate may be missing or fall back to the CPU on new devices; prefer XNNPACK (CPU) or the GPU delegate")
 
 
 def xnnpack_partition(path: Path) -> list[tuple[str, bool]]:
