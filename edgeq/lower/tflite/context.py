@@ -40,6 +40,16 @@ class TfliteOptions:
                       if k in d and d[k] is not None})
 
 
+def on_integer_grids(graph: Graph, plan: QuantPlan, tensors: list[str]) -> bool:
+    """Every float tensor among `tensors` has a grid in a static plan: the condition for a LiteRT
+    integer kernel (Ctx.kind, and the storage rule in storage.py)."""
+    if plan.mode != "static":
+        return False
+    tensors = [t for t in tensors if t and graph.dtype(t) in (None, "float32")]
+    acts = [plan.activations.get(t) for t in tensors]
+    return bool(tensors) and all(a is not None and a.bits is not None for a in acts)
+
+
 @dataclass
 class Ctx:
     graph: Graph  # static-shaped copy
@@ -100,8 +110,6 @@ class Ctx:
              int16_ok: bool = True) -> str:
         """"q" when the plan puts every float input and output of the node on an integer grid."""
         from edgeq.errors import UnsupportedOpError
-        from edgeq.lower.tflite.storage import on_integer_grids
-
         if weight is not None:
             wp = self.plan.weights.get(weight)
             if wp is None or wp.bits is None:

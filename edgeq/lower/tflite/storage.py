@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.graph import Graph, get_attr
+from edgeq.lower.tflite.context import TfliteOptions, on_integer_grids
 from edgeq.quant.build import grid_carrier
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.size import Stored
@@ -37,16 +38,6 @@ def tfl_op(graph: Graph, node) -> str:
     return {"ConvTranspose": "TRANSPOSE_CONV"}.get(node.op_type, "FULLY_CONNECTED")
 
 
-def on_integer_grids(graph: Graph, plan: QuantPlan, tensors: list[str]) -> bool:
-    """Every float tensor among `tensors` has a grid in a static plan: the condition for a LiteRT
-    integer kernel (Ctx.kind asks this too)."""
-    if plan.mode != "static":
-        return False
-    tensors = [t for t in tensors if t and graph.dtype(t) in (None, "float32")]
-    acts = [plan.activations.get(t) for t in tensors]
-    return bool(tensors) and all(a is not None and a.bits is not None for a in acts)
-
-
 def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
     """Whether the writer gives this weighted node an integer kernel (ops_nn.py: Conv / Gemm / MatMul
     read their fused output's grid, ConvTranspose its own output's; Gemm with alpha or beta != 1 runs float)."""
@@ -57,8 +48,6 @@ def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
 
 
 def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
-    from edgeq.lower.tflite.context import TfliteOptions
-
     opts = TfliteOptions.from_dict(options)
     float_width = 2 if opts.weights == "float16" else 4
     out: dict[str, Stored] = {}
