@@ -1,4 +1,4 @@
-"""Shared pieces of the property tests (tests/test_properties_*.py): the oracle and the settings.
+"""Shared pieces of the property tests (tests/cli/test_properties_*.py): the oracle and the settings.
 
 The oracle is edgeq's promise for bad input, checked at the API boundary (no subprocess):
 a boundary function returns, or raises an EdgeqError whose message is one non-blank line.
