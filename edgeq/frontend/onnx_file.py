@@ -131,6 +131,21 @@ def check_dynamic_dims(model: onnx.ModelProto, source: str) -> None:
             )
 
 
+def check_tensors_readable(model: onnx.ModelProto, source: str) -> None:
+    """Every initializer and Constant holds the values its dims and type say (the checker does not
+    compare them; numpy_helper.to_array, which every pass uses, fails on a mismatch). Raw data is
+    read without a copy, so this costs little."""
+    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    for t in [*model.graph.initializer, *consts]:
+        try:
+            numpy_helper.to_array(t)
+        except Exception as e:  # ValueError (size vs dims), TypeError / KeyError (a type numpy has no match for)
+            what = "weight" if t.name in {i.name for i in model.graph.initializer} else "constant"
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(f"{source}: {what} '{t.name}' (dims {list(t.dims)}) cannot be read: {reason}; "
+                             "the file is corrupt, export the model again") from None
+
+
 def check_weights_finite(model: onnx.ModelProto, source: str) -> None:
     for t in model.graph.initializer:
         if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
@@ -224,6 +239,7 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     constant_inputs_as_constants(m, source)
     check_outputs_computed(m, source)
     check_dynamic_dims(m, source)
+    check_tensors_readable(m, source)
     check_weights_finite(m, source)
     try:
         m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)

@@ -90,3 +90,13 @@ def test_checker_failure_is_one_line(tmp_path):
     with pytest.raises(ModelError) as e:
         load(tmp_path / "bad.onnx")
     assert "\n" not in str(e.value) and "bad.onnx" in str(e.value)
+
+
+def test_weight_dims_not_matching_its_data(tmp_path):
+    # found by bench/atheris_loaders.py --target onnx: the checker passed it, numpy_helper.to_array raised ValueError
+    m = small_cnn()
+    w = next(t for t in m.graph.initializer if t.name == "conv1.w")
+    w.dims[:] = [1, 3, 3]  # 72 values
+    onnx.save(m, tmp_path / "dims.onnx")
+    with pytest.raises(ModelError, match=r"weight 'conv1.w' \(dims \[1, 3, 3\]\) cannot be read"):
+        load(tmp_path / "dims.onnx")
