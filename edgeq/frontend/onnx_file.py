@@ -236,6 +236,8 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     except UnicodeDecodeError:  # protobuf reads the bytes; a name holding invalid UTF-8 fails only when decoded
         raise ModelError(f"{source}: a name or string in the model is not valid UTF-8 (the file is corrupt); "
                          "export it again") from None
+    except ValueError:  # Python's protobuf keeps bytes C++ protobuf (the checker's) refuses, e.g. an unclosed group
+        raise ModelError(f"{source}: the ONNX checker cannot parse the model (the file is corrupt); export it again") from None
     constant_inputs_as_constants(m, source)
     check_outputs_computed(m, source)
     check_dynamic_dims(m, source)
