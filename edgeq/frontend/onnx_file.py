@@ -131,7 +131,7 @@ def check_dynamic_dims(model: onnx.ModelProto, source: str) -> None:
             )
 
 
-def check_tensors_readable(model: onnx.ModelProto, source: str) -> None:
+def check_tensors_readable(model: onnx.ModelProto, source: str, fix: str = "export the model again") -> None:
     """Every initializer and Constant holds the values its dims and type say (the checker does not
     compare them; numpy_helper.to_array, which every pass uses, fails on a mismatch). Raw data is
     read without a copy, so this costs little."""
@@ -141,9 +141,10 @@ def check_tensors_readable(model: onnx.ModelProto, source: str) -> None:
             numpy_helper.to_array(t)
         except Exception as e:  # ValueError (size vs dims), TypeError / KeyError (a type numpy has no match for)
             what = "weight" if t.name in {i.name for i in model.graph.initializer} else "constant"
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            reason = (f"data type {t.data_type} is not an ONNX tensor type" if isinstance(e, KeyError)
+                      else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
             raise ModelError(f"{source}: {what} '{t.name}' (dims {list(t.dims)}) cannot be read: {reason}; "
-                             "the file is corrupt, export the model again") from None
+                             f"the file is corrupt, {fix}") from None
 
 
 def check_weights_finite(model: onnx.ModelProto, source: str) -> None:

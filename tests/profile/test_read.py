@@ -73,3 +73,17 @@ def test_mlpackage_artifact(tmp_path, small_compiled):
     a17, a15 = prof["devices"]["iphone_a17pro"]["quant"], prof["devices"]["iphone_a15"]["quant"]
     assert a17["unit"] == "ane" and a17["precision"].get("int8") and not a15["precision"].get("int8")
     assert "skipped" in prof["devices"]["pixel8"] and "reference executor" in prof["host_measured"]["note"]
+
+
+def test_weight_of_an_unknown_data_type(tmp_path):
+    # found by bench/atheris_loaders.py --target profile-onnx: the checker passed data_type 195, and folding
+    # BatchNormalization raised KeyError in numpy_helper.to_array
+    import onnx
+
+    from tests.models import small_cnn
+
+    m = small_cnn()
+    next(t for t in m.graph.initializer if t.name == "bn.var").data_type = 195
+    onnx.save(m, tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="weight 'bn.var' .* data type 195 is not an ONNX tensor type"):
+        read_artifact(tmp_path / "model.onnx")
