@@ -87,3 +87,36 @@ def test_weight_of_an_unknown_data_type(tmp_path):
     onnx.save(m, tmp_path / "model.onnx")
     with pytest.raises(ModelError, match="weight 'bn.var' .* data type 195 is not an ONNX tensor type"):
         read_artifact(tmp_path / "model.onnx")
+
+
+def test_per_block_artifact(tmp_path):
+    # DequantizeLinear-21 block scales ([O, I / block]) were broadcast against the weight as if per channel:
+    # ValueError on every per_block ORT artifact edgeq wrote (seen while fixing the next test's finding)
+    import numpy as np
+    import onnx
+
+    from edgeq.pipeline import compile as edgeq_compile
+    from edgeq.quant.mixed import QuantOptions
+    from tests.models import small_cnn, small_cnn_data
+
+    onnx.save(small_cnn(), tmp_path / "small.onnx")
+    report = edgeq_compile(str(tmp_path / "small.onnx"), "ort", calib={"input": small_cnn_data(16)}, out=str(tmp_path / "out"),
+                           quant=QuantOptions(granularity="per_block", block_size=4, bits=4), latency_runs=2)
+    art = read_artifact(report["targets"][0]["artifact"])
+    fc = art.graph.initializer("fc.w")
+    assert fc.shape == (10, 8) and np.abs(fc - onnx.numpy_helper.to_array(
+        next(t for t in small_cnn().graph.initializer if t.name == "fc.w"))).max() < 0.5
+
+
+def test_qdq_axis_outside_the_weight(tmp_path, small_compiled):
+    # found by bench/atheris_loaders.py --target profile-onnx: a DequantizeLinear axis past the weight's
+    # dims raised IndexError in undo_qdq
+    import onnx
+
+    report, out, model = small_compiled
+    m = onnx.load(report["targets"][0]["artifact"])
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute))
+    next(a for a in dq.attribute if a.name == "axis").i = 5
+    onnx.save(m, tmp_path / "axis.ort.onnx")
+    with pytest.raises(ModelError, match="has axis 5 for a weight of .* dims; not an edgeq QDQ artifact"):
+        read_artifact(tmp_path / "axis.ort.onnx")
