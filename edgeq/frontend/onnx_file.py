@@ -173,7 +173,7 @@ def check_graph_weights_finite(graph: Graph) -> None:
                          "fix the trained parameters")
 
 
-def check_names_text(model: onnx.ModelProto, source: str) -> None:
+def check_names_text(model: onnx.ModelProto, source: str, fix: str = "export it again") -> None:
     """Every name is text: protobuf hands back bytes for a string field holding invalid UTF-8 (a corrupt
     file), which would surface much later in a report or a lowering."""
     g = model.graph
@@ -184,11 +184,11 @@ def check_names_text(model: onnx.ModelProto, source: str) -> None:
     for k, n in enumerate(g.node):
         v = bad([n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)])
         if v is not None:
-            raise ModelError(f"{source}: node {k} has a name that is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+            raise ModelError(f"{source}: node {k} has a name that is not valid UTF-8 ({v!r}); the file is corrupt, {fix}")
     v = bad([*(i.name for i in [*g.input, *g.output, *g.value_info, *g.initializer]), g.name,
              *(o.domain for o in model.opset_import), model.producer_name])
     if v is not None:
-        raise ModelError(f"{source}: a tensor or graph name is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+        raise ModelError(f"{source}: a tensor or graph name is not valid UTF-8 ({v!r}); the file is corrupt, {fix}")
 
 
 def constant_inputs_as_constants(model: onnx.ModelProto, source: str) -> None:

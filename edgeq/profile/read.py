@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from edgeq.artifact import ReadArtifact
 from edgeq.errors import ModelError
-from edgeq.frontend.onnx_file import check_tensors_readable
+from edgeq.frontend.onnx_file import check_names_text, check_tensors_readable
 from edgeq.graph import Graph, node_name
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
 from edgeq.target import get_target, read_suffixes
@@ -36,7 +36,9 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: not a readable ONNX model ({reason}); re-run `edgeq compile` to rewrite it") from None
     if not model.graph.node:
         raise ModelError(f"{path}: the ONNX model has no nodes; re-run `edgeq compile` to rewrite it")
-    check_tensors_readable(model, str(path), "re-run `edgeq compile` to rewrite it")  # the checker passes a bad data_type
+    fix = "re-run `edgeq compile` to rewrite it"
+    check_names_text(model, str(path), fix)  # protobuf hands invalid UTF-8 back as bytes; make_graph would raise
+    check_tensors_readable(model, str(path), fix)  # the checker passes a bad data_type
     return model
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import onnx
 import pytest
 
 from edgeq.errors import ModelError
@@ -78,8 +81,6 @@ def test_mlpackage_artifact(tmp_path, small_compiled):
 def test_weight_of_an_unknown_data_type(tmp_path):
     # found by bench/atheris_loaders.py --target profile-onnx: the checker passed data_type 195, and folding
     # BatchNormalization raised KeyError in numpy_helper.to_array
-    import onnx
-
     from tests.models import small_cnn
 
     m = small_cnn()
@@ -93,7 +94,6 @@ def test_per_block_artifact(tmp_path):
     # DequantizeLinear-21 block scales ([O, I / block]) were broadcast against the weight as if per channel:
     # ValueError on every per_block ORT artifact edgeq wrote (seen while fixing the next test's finding)
     import numpy as np
-    import onnx
 
     from edgeq.pipeline import compile as edgeq_compile
     from edgeq.quant.mixed import QuantOptions
@@ -111,8 +111,6 @@ def test_per_block_artifact(tmp_path):
 def test_qdq_axis_outside_the_weight(tmp_path, small_compiled):
     # found by bench/atheris_loaders.py --target profile-onnx: a DequantizeLinear axis past the weight's
     # dims raised IndexError in undo_qdq
-    import onnx
-
     report, out, model = small_compiled
     m = onnx.load(report["targets"][0]["artifact"])
     dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute))
@@ -120,3 +118,14 @@ def test_qdq_axis_outside_the_weight(tmp_path, small_compiled):
     onnx.save(m, tmp_path / "axis.ort.onnx")
     with pytest.raises(ModelError, match="has axis 5 for a weight of .* dims; not an edgeq QDQ artifact"):
         read_artifact(tmp_path / "axis.ort.onnx")
+
+
+def test_graph_name_not_utf8(tmp_path, small_compiled):
+    # found by bench/atheris_loaders.py --target profile-onnx: protobuf hands invalid UTF-8 back as bytes,
+    # and undo_qdq's onnx.helper.make_graph raised UnicodeDecodeError on the graph's name
+    report, out, model = small_compiled
+    data = Path(report["targets"][0]["artifact"]).read_bytes()
+    name = onnx.load(report["targets"][0]["artifact"]).graph.name.encode()
+    (tmp_path / "name.ort.onnx").write_bytes(data.replace(name, name[:-1] + b"\x97"))
+    with pytest.raises(ModelError, match="name is not valid UTF-8 .* re-run `edgeq compile`"):
+        read_artifact(tmp_path / "name.ort.onnx")
