@@ -60,6 +60,13 @@ def test_tflite_artifact(tmp_path, small_compiled):
     bad.write_bytes(b"TFL3" + b"\x00" * 40)
     with pytest.raises(ModelError, match="bad.tflite: not a readable TFLite model"):
         read_artifact(bad)
+    # found by bench/atheris_loaders.py --target profile-tflite: LiteRT loads a file whose tensor name is not
+    # UTF-8, and raised UnicodeDecodeError when read_tflite listed the tensors
+    data = Path(report["targets"][0]["artifact"]).read_bytes()
+    assert data.count(b"logits") >= 1
+    bad.write_bytes(data.replace(b"logits", b"\x9cogits"))
+    with pytest.raises(ModelError, match="bad.tflite: not a readable TFLite model .*utf-8"):
+        read_artifact(bad)
 
 
 def test_mlpackage_artifact(tmp_path, small_compiled):

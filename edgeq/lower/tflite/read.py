@@ -57,14 +57,23 @@ def _work(op: str, ins: list[dict], out_el: int) -> tuple[int, int, str]:
     return work("elementwise", out_el)
 
 
+def _details(path: Path, interp) -> tuple[dict, list, list, list]:
+    """(tensors by index, ops, input details, output details) as LiteRT reports them. A corrupt file can
+    load and still fail here: a name that is not UTF-8 raises UnicodeDecodeError when it is read."""
+    try:
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+        ops = [o for o in interp._get_ops_details() if o["op_name"] != "DELEGATE"]  # noqa: SLF001 (LiteRT's only op listing)
+        return tensors, ops, interp.get_input_details(), interp.get_output_details()
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"{path}: not a readable TFLite model ({reason}); re-run `edgeq compile` to rewrite it") from None
+
+
 def read_tflite(path: Path) -> ReadArtifact:
-    interp = _interpreter(path)
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    ops = [o for o in interp._get_ops_details() if o["op_name"] != "DELEGATE"]  # noqa: SLF001 (LiteRT's only op listing)
+    tensors, ops, in_details, out_details = _details(path, _interpreter(path))
     if not ops:
         raise ModelError(f"{path}: the TFLite model has no operators")
     produced = {int(i) for o in ops for i in o["outputs"]}
-    in_details, out_details = interp.get_input_details(), interp.get_output_details()
     graph_in = {d["index"] for d in in_details}
 
     def nbytes(i: int, width: int | None = None) -> int:
