@@ -67,6 +67,19 @@ def test_tflite_artifact(tmp_path, small_compiled):
     bad.write_bytes(data.replace(b"logits", b"\x9cogits"))
     with pytest.raises(ModelError, match="bad.tflite: not a readable TFLite model .*utf-8"):
         read_artifact(bad)
+    # found by the same harness: a model without a subgraphs vector passes LiteRT's verifier and segfaults
+    # its interpreter while loading (the whole test process died); it is refused before LiteRT sees it
+    import flatbuffers
+
+    from edgeq.lower.tflite.schema import FILE_IDENTIFIER, read_model
+
+    m = read_model(data)
+    m.subgraphs = None
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    bad.write_bytes(bytes(builder.Output()))
+    with pytest.raises(ModelError, match="bad.tflite: not a readable TFLite model \\(no subgraph\\)"):
+        read_artifact(bad)
 
 
 def test_mlpackage_artifact(tmp_path, small_compiled):

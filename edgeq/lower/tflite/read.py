@@ -21,11 +21,33 @@ BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
 POOLS = {"MEAN", "SUM", "AVERAGE_POOL_2D", "MAX_POOL_2D", "REDUCE_MAX"}
 
 
+def check_flatbuffer(path: Path) -> None:
+    """The whole file parsed with the schema before LiteRT sees it: LiteRT's Python interpreter does not
+    verify the flatbuffer, and a truncated or corrupt one segfaults it while loading (found by
+    bench/atheris_loaders.py). Python reports an offset past the end as an exception instead."""
+    from edgeq.lower.tflite.schema import FILE_IDENTIFIER, read_model
+
+    data = path.read_bytes()
+    try:
+        if data[4:8] != FILE_IDENTIFIER:
+            raise ValueError(f"no {FILE_IDENTIFIER.decode()} file identifier")
+        model = read_model(data)
+        if not model.subgraphs:
+            raise ValueError("no subgraph")
+        for b in model.buffers or []:
+            if b.offset and b.offset + b.size > len(data):  # data stored after the flatbuffer (models over 2 GB)
+                raise ValueError(f"a buffer at {b.offset} + {b.size} runs past the end ({len(data)} bytes)")
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"{path}: not a readable TFLite model ({reason}); re-run `edgeq compile` to rewrite it") from None
+
+
 def _interpreter(path: Path):
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         raise ModelError(f"{path}: profiling .tflite needs ai-edge-litert (pip install ai-edge-litert)") from None
+    check_flatbuffer(path)
     try:
         with captured_stderr():
             interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
