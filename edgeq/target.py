@@ -76,7 +76,7 @@ def parse_options(table: dict, source: str) -> tuple[TargetOption, ...]:
     out = []
     for key, d in table.items():
         if not isinstance(d, dict):
-            raise EdgeqError(f"{source}: options.{key} must be a table ([options.{key}])")
+            raise EdgeqError(f"{source}: options.{key} must be a table ([options.{key}] with flag, help and type)")
         for k, v in d.items():
             if k not in OPTION_KEYS or not isinstance(v, OPTION_KEYS[k]):
                 raise EdgeqError(f"{source}: options.{key}.{k} is not one of {', '.join(OPTION_KEYS)} with the right type")

@@ -131,6 +131,22 @@ def check_dynamic_dims(model: onnx.ModelProto, source: str) -> None:
             )
 
 
+def check_tensors_readable(model: onnx.ModelProto, source: str, fix: str = "export the model again") -> None:
+    """Every initializer and Constant holds the values its dims and type say (the checker does not
+    compare them; numpy_helper.to_array, which every pass uses, fails on a mismatch). Raw data is
+    read without a copy, so this costs little."""
+    consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    for t in [*model.graph.initializer, *consts]:
+        try:
+            numpy_helper.to_array(t)
+        except Exception as e:  # ValueError (size vs dims), TypeError / KeyError (a type numpy has no match for)
+            what = "weight" if t.name in {i.name for i in model.graph.initializer} else "constant"
+            reason = (f"data type {t.data_type} is not an ONNX tensor type" if isinstance(e, KeyError)
+                      else (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+            raise ModelError(f"{source}: {what} '{t.name}' (dims {list(t.dims)}) cannot be read: {reason}; "
+                             f"the file is corrupt, {fix}") from None
+
+
 def check_weights_finite(model: onnx.ModelProto, source: str) -> None:
     for t in model.graph.initializer:
         if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
@@ -157,7 +173,7 @@ def check_graph_weights_finite(graph: Graph) -> None:
                          "fix the trained parameters")
 
 
-def check_names_text(model: onnx.ModelProto, source: str) -> None:
+def check_names_text(model: onnx.ModelProto, source: str, fix: str = "export it again") -> None:
     """Every name is text: protobuf hands back bytes for a string field holding invalid UTF-8 (a corrupt
     file), which would surface much later in a report or a lowering."""
     g = model.graph
@@ -168,11 +184,11 @@ def check_names_text(model: onnx.ModelProto, source: str) -> None:
     for k, n in enumerate(g.node):
         v = bad([n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)])
         if v is not None:
-            raise ModelError(f"{source}: node {k} has a name that is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+            raise ModelError(f"{source}: node {k} has a name that is not valid UTF-8 ({v!r}); the file is corrupt, {fix}")
     v = bad([*(i.name for i in [*g.input, *g.output, *g.value_info, *g.initializer]), g.name,
              *(o.domain for o in model.opset_import), model.producer_name])
     if v is not None:
-        raise ModelError(f"{source}: a tensor or graph name is not valid UTF-8 ({v!r}); the file is corrupt, export it again")
+        raise ModelError(f"{source}: a tensor or graph name is not valid UTF-8 ({v!r}); the file is corrupt, {fix}")
 
 
 def constant_inputs_as_constants(model: onnx.ModelProto, source: str) -> None:
@@ -221,9 +237,12 @@ def finish(model: onnx.ModelProto, source: str, input_shapes: dict | None) -> Gr
     except UnicodeDecodeError:  # protobuf reads the bytes; a name holding invalid UTF-8 fails only when decoded
         raise ModelError(f"{source}: a name or string in the model is not valid UTF-8 (the file is corrupt); "
                          "export it again") from None
+    except ValueError:  # Python's protobuf keeps bytes C++ protobuf (the checker's) refuses, e.g. an unclosed group
+        raise ModelError(f"{source}: the ONNX checker cannot parse the model (the file is corrupt); export it again") from None
     constant_inputs_as_constants(m, source)
     check_outputs_computed(m, source)
     check_dynamic_dims(m, source)
+    check_tensors_readable(m, source)
     check_weights_finite(m, source)
     try:
         m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from edgeq.artifact import ReadArtifact
 from edgeq.errors import ModelError
+from edgeq.frontend.onnx_file import check_names_text, check_tensors_readable
 from edgeq.graph import Graph, node_name
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
 from edgeq.target import get_target, read_suffixes
@@ -35,6 +36,9 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: not a readable ONNX model ({reason}); re-run `edgeq compile` to rewrite it") from None
     if not model.graph.node:
         raise ModelError(f"{path}: the ONNX model has no nodes; re-run `edgeq compile` to rewrite it")
+    fix = "re-run `edgeq compile` to rewrite it"
+    check_names_text(model, str(path), fix)  # protobuf hands invalid UTF-8 back as bytes; make_graph would raise
+    check_tensors_readable(model, str(path), fix)  # the checker passes a bad data_type
     return model
 
 
@@ -62,15 +66,7 @@ def undo_qdq(model: onnx.ModelProto, source: str) -> tuple[Graph, QuantPlan]:
     for n in g.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits:
             q = inits[n.input[0]]
-            x = numpy_helper.to_array(q).astype(np.float64)
-            scale = numpy_helper.to_array(inits[n.input[1]]).astype(np.float64)
-            zp = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64) if len(n.input) > 2 and n.input[2] else 0.0
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            if scale.ndim == 1 and x.ndim > 0:
-                shape = [1] * x.ndim
-                shape[axis] = -1
-                scale, zp = scale.reshape(shape), np.asarray(zp).reshape(shape) if np.ndim(zp) else zp
-            weight_floats[n.output[0]] = ((x - zp) * scale).astype(np.float32)
+            weight_floats[n.output[0]], scale = dequantized_weight(n, inits, source)
             bits = INT_BITS.get(q.data_type, (32, True))[0]
             weight_bits[n.output[0]] = (bits, [float(s) for s in np.ravel(scale)])
             drop.update(n.input)
@@ -78,8 +74,8 @@ def undo_qdq(model: onnx.ModelProto, source: str) -> tuple[Graph, QuantPlan]:
             dqs = [c for c in consumers.get(n.output[0], []) if c.op_type == "DequantizeLinear"]
             zp_t = inits.get(n.input[2]) if len(n.input) > 2 else None
             bits, signed = INT_BITS.get(zp_t.data_type, (8, False)) if zp_t is not None else (8, False)
-            scale = float(numpy_helper.to_array(inits[n.input[1]]).ravel()[0]) if n.input[1] in inits else 1.0
-            zp = int(numpy_helper.to_array(zp_t).ravel()[0]) if zp_t is not None else 0
+            scale = float(_first(inits[n.input[1]], n, source)) if n.input[1] in inits else 1.0
+            zp = int(_first(zp_t, n, source)) if zp_t is not None else 0
             acts[n.input[0]] = ActivationPlan(n.input[0], bits, signed, scale, zp, observer="from artifact")
             for dq in dqs:
                 alias[dq.output[0]] = n.input[0]
@@ -122,6 +118,50 @@ def undo_qdq(model: onnx.ModelProto, source: str) -> tuple[Graph, QuantPlan]:
                 plan.weights[w] = WeightPlan(w, node_name(n, i), n.op_type, list(graph.shape(w) or ()), bits, scale=scale,
                                              input=n.input[0], bias=bias)
     return graph, plan
+
+
+def _not_edgeq(n: onnx.NodeProto, source: str, what: str) -> ModelError:
+    return ModelError(f"{source}: {n.op_type} '{n.name or n.output[0]}' {what}; not an edgeq QDQ artifact "
+                      "(re-run `edgeq compile` to rewrite it)")
+
+
+def _first(t: onnx.TensorProto, n: onnx.NodeProto, source: str):
+    """An activation's scale or zero point: edgeq writes one value per tensor."""
+    values = numpy_helper.to_array(t).ravel()
+    if values.size == 0 or not np.isfinite(values[0]):
+        raise _not_edgeq(n, source, f"has {'an empty' if values.size == 0 else 'a non-finite'} '{t.name}'")
+    return values[0]
+
+
+def dequantized_weight(n: onnx.NodeProto, inits: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 weight, scale) of a DequantizeLinear of a constant: scale and zero point one value,
+    one per channel of `axis`, or (DequantizeLinear-21 block_size) one per block along it."""
+    def const(name: str) -> np.ndarray:
+        if name not in inits:
+            raise _not_edgeq(n, source, f"reads '{name}', which is not a constant")
+        return numpy_helper.to_array(inits[name]).astype(np.float64)
+
+    x, scale = const(n.input[0]), const(n.input[1])
+    zp = const(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(())
+    attrs = {a.name: a.i for a in n.attribute}
+    axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
+    s, z = scale, zp  # as broadcast against x
+    if scale.size > 1 or block:
+        if not -x.ndim <= axis < x.ndim:
+            raise _not_edgeq(n, source, f"has axis {axis} for a weight of {x.ndim} dims")
+        axis %= x.ndim
+        if block > 0:  # each scale covers `block` consecutive values along axis
+            s = np.repeat(scale, block, axis).take(range(x.shape[axis]), axis, mode="clip") if scale.ndim == x.ndim else scale
+            z = np.repeat(zp, block, axis).take(range(x.shape[axis]), axis, mode="clip") if zp.ndim == x.ndim else zp
+        elif scale.ndim == 1:  # one per channel of axis
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            s = scale.reshape(shape)
+            z = zp.reshape(shape) if zp.ndim == 1 and zp.size == scale.size else zp
+    try:
+        return ((x - z) * s).astype(np.float32), scale
+    except ValueError:  # shapes that do not broadcast
+        raise _not_edgeq(n, source, f"has a scale of shape {list(scale.shape)} for a weight of shape {list(x.shape)}") from None
 
 
 def read_onnx(path: Path) -> ReadArtifact:

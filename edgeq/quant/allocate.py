@@ -101,7 +101,13 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise BudgetError(f"--size-budget '{text}': expected a size like 300KB, 1.5MB or 250000")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not size < MAX_SIZE:  # also inf: 400 digits overflow float
+        raise BudgetError(f"--size-budget '{text}': at most {MAX_SIZE:.0e} bytes; give the artifact's size, e.g. 300KB")
+    return int(size)
+
+
+MAX_SIZE = 1000**6  # an exabyte: no budget is larger; int(inf) would be an OverflowError
 
 
 def parse_drop(text) -> float:

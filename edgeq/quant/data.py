@@ -217,9 +217,11 @@ def check_dataset(ds: Dataset, inputs: list[TensorSpec], what: str) -> None:
                 raise CalibrationError(
                     f"{what} {ds.source}: input '{spec.name}' expects shape {_fmt(spec.shape)}, the data has {list(a.shape)}"
                 )
+        given = a
         if str(a.dtype) != spec.dtype:
             if str(a.dtype) in _CASTABLE.get(spec.dtype, ()):
-                ds.arrays[spec.name] = a = a.astype(spec.dtype)
+                with np.errstate(over="ignore"):  # a value beyond the model's type becomes inf: refused below
+                    ds.arrays[spec.name] = a = a.astype(spec.dtype)
             else:
                 raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' expects {spec.dtype}, the data is {a.dtype}; convert it")
         if len(a) == 0:
@@ -227,6 +229,9 @@ def check_dataset(ds: Dataset, inputs: list[TensorSpec], what: str) -> None:
                                    "(calibration: ideally >= 32)")
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if given is not a and np.all(np.isfinite(given)):
+                raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' holds {bad} values beyond {spec.dtype}'s range "
+                                       f"(±{float(np.finfo(spec.dtype).max):.3g}); the model takes {spec.dtype}: rescale the data")
             raise CalibrationError(f"{what} {ds.source}: input '{spec.name}' holds {bad} NaN/inf values; clean the data")
         if n is not None and len(a) != n:
             raise CalibrationError(f"{what} {ds.source}: inputs have different sample counts ({n} vs {len(a)} for '{spec.name}')")

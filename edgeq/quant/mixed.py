@@ -95,12 +95,16 @@ def resolve_overrides(plans: dict[str, WeightPlan], q: QuantOptions, allowed: li
             fixed[t] = None
     for item in q.bits_overrides:
         pattern, sep, b = str(item).rpartition("=")
-        if not sep or not b.strip().isdigit():
+        try:  # int() itself, not str.isdigit(): '²' is a digit int() refuses
+            bits = int(b) if sep else None
+        except ValueError:
+            bits = None
+        if bits is None:
             raise PlanError(f"--bits '{item}': expected NAME=BITS, e.g. conv1=8")
-        if int(b) not in allowed:
+        if bits not in allowed:
             raise PlanError(f"--bits '{item}': the target holds {allowed} bits")
         for t in match(pattern):
-            fixed[t] = int(b)
+            fixed[t] = bits
     return fixed
 
 

@@ -7,8 +7,11 @@ re-derives scales. `edgeq plan` writes it as plan.json (stable key order, exact 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from importlib import resources
@@ -170,6 +173,8 @@ class QuantPlan:
                 raise PlanError(f"{where}: palette weights need 'palette' (or remove 'derived' to recompute it)")
             if w.granularity == "per_block" and not (isinstance(w.block_size, int) and w.block_size > 0):
                 raise PlanError(f"{where}: per_block weights need a positive integer 'block_size'")
+        for name, t in self.tensors.items():
+            _check_tensor(t, f"{source}: tensor '{name}'")
         for name, a in self.activations.items():
             where = f"{source}: activation '{name}'"
             if a.bits not in (None, 8, 16):
@@ -210,6 +215,12 @@ class QuantPlan:
                 raise PlanError(f"{source}: activation '{name}' is not a tensor of the model; was the plan made for another model?")
             if a.shared_with is not None and a.shared_with not in self.activations:
                 raise PlanError(f"{source}: activation '{name}': shared_with '{a.shared_with}' is not an activation of the plan")
+        for name, t in self.tensors.items():  # rewritten weights (GPTQ, AWQ) replace the model's, shape for shape
+            if name not in inits:
+                raise PlanError(f"{source}: tensor '{name}' is not a weight of the model; was the plan made for another model?")
+            if list(graph.initializer(name).shape) != list(t["shape"]):
+                raise PlanError(f"{source}: tensor '{name}' has shape {list(graph.initializer(name).shape)} in the model, "
+                                f"{t['shape']} in the plan")
         tensors = inits | known | set(graph.producer)
         for name, w in self.weights.items():
             for key in ("bias", "input"):
@@ -231,7 +242,7 @@ def check_schema(d: dict, source: str) -> None:
     """Validate against the schema; the error names the JSON path (weights.conv1.scale[3]: expected a number)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(plan_schema())
+    validator = _strict_integers(jsonschema)(plan_schema())
     in_order = sorted(validator.iter_errors(d), key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in e.absolute_path])
     error = jsonschema.exceptions.best_match(in_order)
     if error is not None:  # of equally relevant errors, the first in document order
@@ -240,6 +251,15 @@ def check_schema(d: dict, source: str) -> None:
         return
     path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(error.absolute_path))
     raise PlanError(f"{source}: {path or 'top level'}: {_schema_message(error)}; fix the edit or regenerate it with `edgeq plan MODEL`")
+
+
+@cache
+def _strict_integers(jsonschema):
+    """Draft 2020-12 with "integer" meaning a JSON integer: the standard counts 8.0 as one, and Python
+    then shapes, indexes and names types with a float (reshape((8.0, 1)) fails, f"int{8.0}")."""
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)
 
 
 _TYPE_NAMES = {"number": "a number", "integer": "an integer", "string": "a string", "array": "a list", "object": "an object",
@@ -313,6 +333,17 @@ def _finite(d: dict) -> dict:
         return v
 
     return walk(d, [])
+
+
+def _check_tensor(t: dict, where: str) -> None:
+    """A rewritten weight (simulate.encode_tensor): base64 of exactly its shape's float32 values."""
+    try:
+        data = base64.b64decode(t["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise PlanError(f"{where}: 'b64' is not base64; regenerate the plan with `edgeq plan MODEL`") from None
+    want = 4 * math.prod(t["shape"])
+    if len(data) != want:
+        raise PlanError(f"{where}: 'b64' holds {len(data):,} bytes; shape {t['shape']} of float32 needs {want:,}")
 
 
 def _positive_float32(v) -> bool:

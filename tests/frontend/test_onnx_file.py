@@ -90,3 +90,24 @@ def test_checker_failure_is_one_line(tmp_path):
     with pytest.raises(ModelError) as e:
         load(tmp_path / "bad.onnx")
     assert "\n" not in str(e.value) and "bad.onnx" in str(e.value)
+
+
+def test_weight_dims_not_matching_its_data(tmp_path):
+    # found by bench/atheris_loaders.py --target onnx: the checker passed it, numpy_helper.to_array raised ValueError
+    m = small_cnn()
+    w = next(t for t in m.graph.initializer if t.name == "conv1.w")
+    w.dims[:] = [1, 3, 3]  # 72 values
+    onnx.save(m, tmp_path / "dims.onnx")
+    with pytest.raises(ModelError, match=r"weight 'conv1.w' \(dims \[1, 3, 3\]\) cannot be read"):
+        load(tmp_path / "dims.onnx")
+
+
+def test_bytes_only_python_protobuf_parses(tmp_path):
+    # found by bench/atheris_loaders.py --target onnx: a start-group tag (0x0b) inside the input's shape is
+    # kept by Python's protobuf as an unknown field; the checker's C++ parser raised ValueError
+    m = small_cnn()
+    vi = m.graph.input[0]
+    vi.ParseFromString(vi.SerializeToString().replace(b"N\n\x02\x08\x01", b"N\x0b\x02\x08\x01"))
+    (tmp_path / "group.onnx").write_bytes(m.SerializeToString())
+    with pytest.raises(ModelError, match="the ONNX checker cannot parse the model"):
+        load(tmp_path / "group.onnx")

@@ -21,11 +21,33 @@ BOUNDARY = {"QUANTIZE", "DEQUANTIZE"}
 POOLS = {"MEAN", "SUM", "AVERAGE_POOL_2D", "MAX_POOL_2D", "REDUCE_MAX"}
 
 
+def check_flatbuffer(path: Path) -> None:
+    """The whole file parsed with the schema before LiteRT sees it: LiteRT's Python interpreter does not
+    verify the flatbuffer, and a truncated or corrupt one segfaults it while loading (found by
+    bench/atheris_loaders.py). Python reports an offset past the end as an exception instead."""
+    from edgeq.lower.tflite.schema import FILE_IDENTIFIER, read_model
+
+    data = path.read_bytes()
+    try:
+        if data[4:8] != FILE_IDENTIFIER:
+            raise ValueError(f"no {FILE_IDENTIFIER.decode()} file identifier")
+        model = read_model(data)
+        if not model.subgraphs:
+            raise ValueError("no subgraph")
+        for b in model.buffers or []:
+            if b.offset and b.offset + b.size > len(data):  # data stored after the flatbuffer (models over 2 GB)
+                raise ValueError(f"a buffer at {b.offset} + {b.size} runs past the end ({len(data)} bytes)")
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"{path}: not a readable TFLite model ({reason}); re-run `edgeq compile` to rewrite it") from None
+
+
 def _interpreter(path: Path):
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         raise ModelError(f"{path}: profiling .tflite needs ai-edge-litert (pip install ai-edge-litert)") from None
+    check_flatbuffer(path)
     try:
         with captured_stderr():
             interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -57,14 +79,23 @@ def _work(op: str, ins: list[dict], out_el: int) -> tuple[int, int, str]:
     return work("elementwise", out_el)
 
 
+def _details(path: Path, interp) -> tuple[dict, list, list, list]:
+    """(tensors by index, ops, input details, output details) as LiteRT reports them. A corrupt file can
+    load and still fail here: a name that is not UTF-8 raises UnicodeDecodeError when it is read."""
+    try:
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+        ops = [o for o in interp._get_ops_details() if o["op_name"] != "DELEGATE"]  # noqa: SLF001 (LiteRT's only op listing)
+        return tensors, ops, interp.get_input_details(), interp.get_output_details()
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"{path}: not a readable TFLite model ({reason}); re-run `edgeq compile` to rewrite it") from None
+
+
 def read_tflite(path: Path) -> ReadArtifact:
-    interp = _interpreter(path)
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    ops = [o for o in interp._get_ops_details() if o["op_name"] != "DELEGATE"]  # noqa: SLF001 (LiteRT's only op listing)
+    tensors, ops, in_details, out_details = _details(path, _interpreter(path))
     if not ops:
         raise ModelError(f"{path}: the TFLite model has no operators")
     produced = {int(i) for o in ops for i in o["outputs"]}
-    in_details, out_details = interp.get_input_details(), interp.get_output_details()
     graph_in = {d["index"] for d in in_details}
 
     def nbytes(i: int, width: int | None = None) -> int:
