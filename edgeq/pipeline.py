@@ -25,6 +25,7 @@ from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
 from edgeq.progress import progress_bar
 from edgeq.quant.act_precision import before_plan
+from edgeq.quant.build import check_channel_axes
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
 from edgeq.quant.mixed import QuantOptions, build_mixed_plan, refresh_plan
 from edgeq.quant.plan import QuantPlan
@@ -106,6 +107,7 @@ def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset,
         plan = QuantPlan.load(Path(opts.plan))
         plan.check_made_for(graph, opts.targets, str(opts.plan), force=opts.force)
         plan.check_against(graph, str(opts.plan))
+        check_channel_axes(graph, plan, str(opts.plan))
         for t in refresh_plan(graph, plan):  # edited layers get parameters for their new settings
             facts["warnings"].append(f"plan: weight '{t}' was edited; its parameters were re-derived (round-to-nearest; "
                                      "to apply hand-set parameters instead, remove its 'derived')")

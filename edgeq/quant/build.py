@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.errors import PlanError
 from edgeq.graph import Graph, get_attr, node_name
 from edgeq.quant.linear import affine_params
 from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
@@ -105,3 +106,18 @@ def share_grids(graph: Graph, plan: QuantPlan) -> None:
                     a = plan.activations[out]
                     a.scale, a.zero_point, a.bits, a.signed = src.scale, src.zero_point, src.bits, src.signed
                     a.shared_with = src.shared_with or src.tensor
+
+
+def check_channel_axes(graph: Graph, plan: QuantPlan, source: str = "plan") -> None:
+    """A per-channel weight's axis is its layer's output-channel axis: targets store one scale per
+    output channel (and its bias with it). An edited axis is refused in one line."""
+    for k, n in weighted_nodes(graph):
+        w = plan.weights.get(n.input[1])
+        if w is None or w.bits is None or w.granularity != "per_channel" or w.axis is None:
+            continue
+        want = weight_axis(graph, n)
+        if n.op_type == "ConvTranspose" and get_attr(n, "group", 1) != 1:
+            continue
+        if w.axis != want:
+            raise PlanError(f"{source}: weight '{w.tensor}' (node '{node_name(n, k)}'): per-channel axis {w.axis}; a "
+                            f"{n.op_type} weight is quantized per output channel, axis {want}: set \"axis\": {want}")

@@ -37,7 +37,9 @@ def settings(wp: WeightPlan) -> dict:
 
 
 def needs_derive(wp: WeightPlan) -> bool:
-    return wp.derived is None or {k: wp.derived.get(k) for k in settings(wp)} != settings(wp)
+    """Settings changed since the parameters were derived, or a parameter the grid needs was deleted."""
+    missing = wp.bits is not None and (not wp.palette if wp.scheme == "palette" else not wp.scale)
+    return wp.derived is None or missing or {k: wp.derived.get(k) for k in settings(wp)} != settings(wp)
 
 
 def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:

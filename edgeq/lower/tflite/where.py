@@ -20,11 +20,17 @@ def xnnpack_partition(path: Path) -> list[tuple[str, bool]]:
     """(op name, delegated to XNNPACK) for every operator of the model, in order."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgeq.errors import ModelError
     from edgeq.runners import captured_stderr
 
     with captured_stderr():  # the XNNPACK delegate's INFO line
-        interp = Interpreter(model_path=str(path))
-        interp.allocate_tensors()
+        try:
+            interp = Interpreter(model_path=str(path))
+            interp.allocate_tensors()
+        except (RuntimeError, ValueError) as e:  # e.g. XNNPACK refuses a kernel of a corrupt or odd model
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(f"{path}: LiteRT cannot prepare the lowered model ({reason}); check the model's weights "
+                             "and the plan's scales, or use another --target") from None
     ops = interp._get_ops_details()  # the only per-node view the Python API exposes
     original = [o for o in ops if o["op_name"] != "DELEGATE"]
     producer = {int(t): o["index"] for o in original for t in o["outputs"]}
