@@ -7,7 +7,7 @@ prediction and the profiler (Target.storage); tflm uses it with its own options 
     int8          every other planned weight (integer, hybrid and float kernels alike)
 Quantized tensors carry a float32 scale and an int64 zero point per channel (QuantizationParameters).
 An integer kernel's bias is int32 (int64 with 16-bit activations) with its own scale and zero point
-per entry; a float kernel's is float32. A Conv or Gemm without a bias gets a zero one.
+per entry; a float kernel's is float32. A weighted layer without a bias gets a zero one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from edgeq.quant.size import Stored
 from edgeq.target import target_data, target_spec
 
 INT4_OPS = tuple(target_data("tflite")["native_int4_ops"])  # LiteRT kernels that read packed INT4 filters
-SCALE_BYTES, ZERO_POINT_BYTES = 4, 8  # QuantizationParameters: float32 scale, int64 zero point (reading back)
+
+
+def param_widths() -> tuple[int, int]:
+    """(scale, zero point) bytes per entry of QuantizationParameters: float32 and int64 (targets/tflite.toml)."""
+    fmt = target_spec("tflite").storage_format()
+    return 4 + fmt["weight_scale"], fmt["weight_zero_point"]
 
 
 def int4_storable(wp: WeightPlan, op: str, kind: str, input_bits: int | None, int4: bool) -> bool:
@@ -50,6 +55,8 @@ def integer_kernel(graph: Graph, plan: QuantPlan, node) -> bool:
 def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, Stored]:
     opts = TfliteOptions.from_dict(options)
     float_width = 2 if opts.weights == "float16" else 4
+    fmt = target_spec("tflite").storage_format()
+    scale_b, zp_b = param_widths()
     out: dict[str, Stored] = {}
     for n in graph.nodes:
         if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] in out:
@@ -58,7 +65,6 @@ def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, St
         if wp is None:
             continue
         size = int(np.prod(wp.shape))
-        fmt = target_spec("tflite").storage_format()
         a = plan.activations.get(n.input[0])
         scales = len(wp.scale or [1])  # one scale and zero point per channel, or one for the tensor
         if wp.bits is None:
@@ -67,20 +73,19 @@ def weight_storage(graph: Graph, plan: QuantPlan, options: dict) -> dict[str, St
         else:
             kind = "q" if integer_kernel(graph, plan, n) else "float"
             int4 = int4_storable(wp, tfl_op(graph, n), kind, a.bits if a is not None else None, opts.int4)
-            scale_b, zp_b = 4 + fmt["weight_scale"], fmt["weight_zero_point"]  # float32 scale, int64 zero point
             out[wp.tensor] = Stored((0.5 if int4 else 1) * size, scales * (scale_b + zp_b))
-        if n.op_type in ("Conv", "Gemm", "ConvTranspose", "MatMul"):  # every one gets a bias (zeros if it has none)
-            bias = n.input[2] if n.op_type != "MatMul" and len(n.input) > 2 and n.input[2] else None
-            entries = int(np.prod(graph.initializer(bias).shape)) if bias and graph.is_const(bias) else channels_out(graph, n, wp)
-            if kind == "q":  # int32 (int64 under 16-bit activations) codes, a scale and zero point per weight scale
-                codes = 2 * fmt["bias_bytes"] if a is not None and a.bits == 16 else fmt["bias_bytes"]
-                stored_bias = Stored(codes * entries, scales * (fmt["bias_scale"] + fmt["bias_zero_point"]), bias=True)
-            else:
-                stored_bias = Stored(fmt["float_bytes"] * entries, bias=True)
-            if bias and graph.is_const(bias):
-                out[bias] = stored_bias
-            else:  # a zero bias the writer adds: counted with its weight
-                out[wp.tensor] = Stored(out[wp.tensor].codes, out[wp.tensor].params + int(stored_bias.total))
+        # every weighted layer gets a bias: its own, or zeros the writer adds (counted with the weight)
+        bias = n.input[2] if n.op_type != "MatMul" and len(n.input) > 2 and n.input[2] else None
+        entries = int(np.prod(graph.initializer(bias).shape)) if bias and graph.is_const(bias) else channels_out(graph, n, wp)
+        if kind == "q":  # int32 (int64 under 16-bit activations) codes, a scale and zero point per weight scale
+            codes = 2 * fmt["bias_bytes"] if a is not None and a.bits == 16 else fmt["bias_bytes"]
+            stored_bias = Stored(codes * entries, scales * (fmt["bias_scale"] + fmt["bias_zero_point"]), bias=True)
+        else:
+            stored_bias = Stored(fmt["float_bytes"] * entries, bias=True)
+        if bias and graph.is_const(bias):
+            out[bias] = stored_bias
+        else:
+            out[wp.tensor] = Stored(out[wp.tensor].codes, out[wp.tensor].params + int(stored_bias.total))
     return out
 
 
@@ -98,9 +103,10 @@ def stored_payload(artifact) -> int:
     from edgeq.lower.tflite.schema import read_model
 
     model = read_model(artifact.path.read_bytes())
+    scale_b, zp_b = param_widths()
     total = sum(len(b.data) for b in model.buffers if b.data is not None)
     for t in model.subgraphs[0].tensors:
         q, data = t.quantization, model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
         if q is not None and q.scale is not None and data is not None and len(data):  # a constant's parameters
-            total += SCALE_BYTES * len(q.scale) + ZERO_POINT_BYTES * len(q.zeroPoint if q.zeroPoint is not None else [])
+            total += scale_b * len(q.scale) + zp_b * len(q.zeroPoint if q.zeroPoint is not None else [])
     return total
