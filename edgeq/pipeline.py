@@ -146,9 +146,9 @@ def plan_for_target(graph: Graph, plan: QuantPlan, target, opts: Options) -> tup
     return own, True
 
 
-def target_plans(graph: Graph, plan: QuantPlan, targets, opts: Options) -> list[tuple[QuantPlan, bool]]:
-    """Every target's plan, each checked against what the target holds before anything is lowered."""
-    lowered = plan_graph(graph, plan)
+def target_plans(graph: Graph, lowered: Graph, plan: QuantPlan, targets, opts: Options) -> list[tuple[QuantPlan, bool]]:
+    """Every target's plan, each checked against what the target holds (on `lowered`, the graph the
+    targets lower) before anything is lowered."""
     out = []
     for target in targets:
         tplan, own = plan_for_target(graph, plan, target, opts)
@@ -174,7 +174,7 @@ def run_compile(model, opts: Options) -> dict:
     graph = prepare(model, opts)
     plan, calib, val, facts = make_plan(graph, opts)
     lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
-    tplans = target_plans(graph, plan, targets, opts)  # the shared plan itself is never changed from here on
+    tplans = target_plans(graph, lowered, plan, targets, opts)  # the shared plan itself is never changed from here on
     stem = model_stem(model)
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
