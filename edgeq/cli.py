@@ -14,6 +14,7 @@ import click
 
 from edgeq import __version__
 from edgeq.errors import EdgeqError
+from edgeq.schemes import SCHEMES
 
 TARGET_HELP = "Target to compile for (repeat, or a,b, for several; all: every target). `edgeq targets` lists them."
 
@@ -123,8 +124,9 @@ def _quant_options(f):
         click.option("--block-size", type=int, default=None, callback=_in_range(1, 1 << 20), help="Block size for per_block (or channels per palette group)."),
         click.option("--granularity", type=click.Choice(["per_tensor", "per_channel", "per_block"]), default=None,
                      help="Weight scale granularity (default per_channel)."),
-        click.option("--scheme", type=click.Choice(["symmetric", "asymmetric", "palette"]), default=None,
-                     help="Weight scheme (default symmetric)."),
+        click.option("--scheme", type=click.Choice(list(SCHEMES)), default=None,
+                     help="Weight scheme: " + "; ".join(f"{s.name}: {s.help}" for s in SCHEMES.values())
+                     + ". Default symmetric."),
         click.option("--rounding", type=click.Choice(["nearest", "gptq", "awq"]), default=None,
                      help="Weight rounding: nearest, GPTQ error compensation, or AWQ channel scaling."),
         click.option("--weight-only", "weight_only", is_flag=True, default=None, help="Same as --mode weight_only."),

@@ -80,8 +80,10 @@ def prepare(model, opts: Options) -> Graph:
     return graph
 
 
-def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset, dict]:
-    """Load data, calibrate, build the shared plan. Returns (plan, calib, val, data facts).
+def make_plan(graph: Graph, opts: Options) -> tuple[Graph, QuantPlan, Dataset, Dataset, dict]:
+    """Load data, calibrate, build the shared plan. Returns (graph, plan, calib, val, data facts):
+    the graph after the passes that need data (sentinel masks, SmoothQuant), which is what the plan
+    is for; the graph given is not changed.
 
     The plan is the same for one target or several (each target's own plan is derived from it
     by `plan_for_target`); it is not changed after this returns."""
@@ -102,7 +104,7 @@ def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset,
         val = random_dataset(graph.inputs, 16, opts.seed)
         facts["validation_note"] = "no --val or --calib: verified on random inputs, so only fidelity (not accuracy) is meaningful"
     act = before_plan(graph, calib, opts)  # --act-bits checked; sentinel masks scaled (quant/act_precision.py)
-    opts = act.opts
+    opts, graph = act.opts, act.graph
     if opts.plan is not None:
         plan = QuantPlan.load(Path(opts.plan))
         plan.check_made_for(graph, opts.targets, str(opts.plan), force=opts.force)
@@ -124,7 +126,7 @@ def make_plan(graph: Graph, opts: Options) -> tuple[QuantPlan, Dataset, Dataset,
     facts["warnings"] += data_warnings(graph, plan, calib, val)  # degenerate data, validation coverage
     # The plan as plan.json holds it (sorted names): lowerings walk it in that order, so
     # `compile --plan plan.json` lowers byte-for-byte what this compile lowers.
-    return QuantPlan.from_dict(json.loads(plan.to_json())), calib, val, facts
+    return graph, QuantPlan.from_dict(json.loads(plan.to_json())), calib, val, facts
 
 
 def adjust_for_target(graph: Graph, plan: QuantPlan, target, opts: Options) -> QuantPlan:
@@ -172,7 +174,7 @@ def run_compile(model, opts: Options) -> dict:
         target.check_options(opts.target_options)  # an API caller's option values, as the CLI flags check them
     load_devices(opts.devices)  # unknown device: fail before any work
     graph = prepare(model, opts)
-    plan, calib, val, facts = make_plan(graph, opts)
+    graph, plan, calib, val, facts = make_plan(graph, opts)
     lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
     tplans = target_plans(graph, lowered, plan, targets, opts)  # the shared plan itself is never changed from here on
     stem = model_stem(model)
@@ -285,7 +287,7 @@ def write_plan(model, opts: Options) -> QuantPlan:
     for t in opts.targets:
         get_target(t)
     graph = prepare(model, opts)
-    plan, *_ = make_plan(graph, opts)  # the shared plan; compile derives each target's own from it
+    _, plan, *_ = make_plan(graph, opts)  # the shared plan; compile derives each target's own from it
     with StagingDir(opts.out) as staging:
         write_text(staging.path / "plan.json", plan.to_json())
     return plan

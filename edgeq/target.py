@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 
 from edgeq.errors import EdgeqError, PlanError
+from edgeq.schemes import SCHEMES
+from edgeq.schemes import of as scheme_of
 
 TARGET_MODULES = {
     "ort": "edgeq.lower.ort",
@@ -101,7 +103,7 @@ class TargetSpec:
     weight_bits: tuple[int, ...]
     weight_granularity: tuple[str, ...]
     activation_bits: tuple[int, ...]
-    weight_schemes: tuple[str, ...] = ("symmetric", "asymmetric", "palette")
+    weight_schemes: tuple[str, ...] = ()  # () : every registered scheme (held_schemes), now and later
     modes: tuple[str, ...] = ("static", "weight_only", "dynamic")
     activation_dtype: str = "float"  # the integer type of quantized activations (inspect, targets list)
     one_integer_width: bool = False  # a model runs one activation width (LiteRT: int8, or int16x8 throughout)
@@ -110,6 +112,9 @@ class TargetSpec:
     options: tuple[TargetOption, ...] = ()
     extra: dict = field(default_factory=dict)  # target-specific tables, read by that target's module
     sources: dict = field(default_factory=dict)
+
+    def held_schemes(self) -> tuple[str, ...]:
+        return self.weight_schemes or tuple(SCHEMES)
 
     def storage_format(self) -> dict:
         return {**DEFAULT_PARAM_BYTES, **{k: v for k, v in self.param_bytes.items() if k != "source"}}
@@ -145,6 +150,9 @@ def parse_spec(name: str, data: dict, source: str) -> TargetSpec:
     for key in ("name", "description", "runtime", "artifact", "weight_bits", "weight_granularity", "activation_bits"):
         if key not in data:
             raise EdgeqError(f"{source}: missing key '{key}'")
+    unknown = [s for s in data.get("weight_schemes", []) if s not in SCHEMES]
+    if unknown:
+        raise EdgeqError(f"{source}: weight_schemes {unknown} are not registered schemes ({', '.join(SCHEMES)}: edgeq/quant/schemes.py)")
     if data["name"] != name:
         raise EdgeqError(f"{source}: name '{data['name']}' differs from the file name '{name}'")
     for key, value in data.get("param_bytes", {}).items():
@@ -189,7 +197,7 @@ def target_data(name: str) -> dict:
     s = target_spec(name)
     return {"name": s.name, "description": s.description, "runtime": s.runtime, "artifact": s.artifact,
             "weight_bits": list(s.weight_bits), "weight_granularity": list(s.weight_granularity),
-            "activation_bits": list(s.activation_bits), "weight_schemes": list(s.weight_schemes), "modes": list(s.modes),
+            "activation_bits": list(s.activation_bits), "weight_schemes": list(s.held_schemes()), "modes": list(s.modes),
             "activation_dtype": s.activation_dtype, "param_bytes": dict(s.param_bytes), "sources": dict(s.sources),
             "one_integer_width": s.one_integer_width, "auto_wide_bits": s.auto_wide_bits,
             **s.extra}
@@ -308,16 +316,17 @@ def check_plan_capabilities(spec: TargetSpec, plan) -> None:
         if w.bits is None:
             continue
         where = f"weight '{w.tensor}' (node '{w.node}')"
-        held = spec.extra.get("palette_bits", spec.weight_bits) if w.scheme == "palette" else spec.weight_bits
+        palette = scheme_of(w).palette
+        held = spec.extra.get("palette_bits", spec.weight_bits) if palette else spec.weight_bits
         if w.bits not in held:
             raise PlanError(f"{where}: {w.bits} bits; the {spec.name} target holds {list(held)}")
         if w.granularity not in spec.weight_granularity:
             raise PlanError(f"{where}: {w.granularity} weights; the {spec.name} target holds {', '.join(spec.weight_granularity)}")
-        if w.scheme == "palette" and "palette" not in spec.weight_schemes:
+        if palette and not any(SCHEMES[s].palette for s in spec.held_schemes()):
             raise PlanError(f"{where}: the {spec.name} target has no palette (LUT) weights, only linear ones; "
                             "use --target coreml or a linear scheme")
-        if w.scheme not in spec.weight_schemes:
-            raise PlanError(f"{where}: the {spec.name} target holds {', '.join(spec.weight_schemes)} weights, not {w.scheme}")
+        if w.scheme not in spec.held_schemes():
+            raise PlanError(f"{where}: the {spec.name} target holds {', '.join(spec.held_schemes())} weights, not {w.scheme}")
     if plan.mode == "static":
         for a in plan.activations.values():
             if a.bits is not None and a.bits not in spec.activation_bits:

@@ -5,7 +5,7 @@ Layers, lowest first (docs/ARCHITECTURE.md):
     core < frontend < passes < quant < lower < verify < profile < report < pipeline < api
 
 core is the package root (`edgeq.__version__`: every module may read it), graph, errors, fileio,
-artifact, hostcpu, progress, target, runners, op_cost, compare, devices, host_numbers (and the data
+artifact, hostcpu, progress, target, runners, op_cost, compare, devices, host_numbers, schemes (and the data
 package targets); api is build, cli, inspect and __main__.
 
 Every import counts, at any depth: a function-local import of a higher layer is still an upward
@@ -28,7 +28,8 @@ LAYERS = ["core", "frontend", "passes", "quant", "lower", "verify", "profile", "
 CORE = {"graph", "errors", "fileio", "artifact", "hostcpu", "progress", "target", "runners", "targets",
         "op_cost",  # the one MAC counter, below quant (act_search), lower (readers) and profile
         "compare",  # output metrics, shared by verify and the targets' cross-checks (lower)
-        "devices", "host_numbers"}  # device profiles (targets/devices/*.toml): profile, lower.ort, build read them
+        "devices", "host_numbers",  # device profiles (targets/devices/*.toml): profile, lower.ort, build read them
+        "schemes"}  # the weight scheme registry: quant, lower, target and the CLI's --scheme read it
 API = {"build", "cli", "inspect", "__main__"}
 
 # (importer, imported): upward imports that stay, each with the reason. Keep it short.

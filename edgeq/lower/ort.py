@@ -18,11 +18,19 @@ from edgeq.errors import PlanError, UnsupportedOpError
 from edgeq.fileio import write_bytes
 from edgeq.graph import Graph, node_name
 from edgeq.lower.ort_format import write_ort_format
-from edgeq.lower.ort_storage import act_scale, bias_is_integer, stored_payload, weight_form, weight_storage  # noqa: F401  (Target hooks)
-from edgeq.quant.linear import bias_codes, storage_dtype
+from edgeq.lower.ort_storage import (  # noqa: F401  (Target hooks)
+    act_scale,
+    activation_zero_point,
+    bias_is_integer,
+    stored_payload,
+    weight_form,
+    weight_storage,
+)
+from edgeq.quant.linear import bias_codes
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.weights import fake_quant_weight, grid
 from edgeq.runners import OrtRunner, ort_cpu_ops, ort_session, register_runner
+from edgeq.schemes import of as scheme_of
 from edgeq.target import target_data
 
 NAME = "ort"
@@ -119,6 +127,7 @@ class LoweringContext:
         self.notes: list[str] = []
         self.on_int8_grid: dict[int, list[str]] = {}  # bits -> layers stored wider than their grid
         self.int4 = False  # store <= 4-bit weights as INT4 (opset 21)
+        self.act_unsigned = False  # 8-bit activations stored as uint8 (activation_storage)
         self.int4_used = False
         self.float_kernels: list[str] = []  # weighted layers whose activations stay float
 
@@ -139,7 +148,7 @@ class LoweringContext:
         return act_scale(self.plan, name)
 
     def quantize_weight(self, wp: WeightPlan) -> None:
-        if wp.scheme == "palette":
+        if scheme_of(wp).palette:
             raise PlanError(f"weight '{wp.tensor}' (node '{wp.node}'): the ort target holds linear weights, not palettes; use --target coreml or a linear scheme")
         w = self.graph.initializer(wp.tensor)
         q = grid(wp, w.shape).codes(w)  # the plan's grid, elementwise (edgeq/quant/weights.py)
@@ -198,7 +207,7 @@ class LoweringContext:
                 raise PlanError(f"activation '{name}': the ort target holds 8- or 16-bit activations; set bits to 8, 16 or null")
             s_name, z_name = f"{name}_act_scale", f"{name}_act_zero_point"
             self.new_inits += [numpy_helper.from_array(np.asarray(a.scale, np.float32), s_name),
-                               numpy_helper.from_array(np.asarray(a.zero_point, storage_dtype(a.bits, a.signed)), z_name)]
+                               numpy_helper.from_array(activation_zero_point(a, self.act_unsigned), z_name)]
             src = f"{name}_float" if name in outputs and name not in inputs else name
             dq_out = name if name in outputs and name not in inputs else f"{name}_dequantized"
             if src != name:
@@ -267,7 +276,7 @@ def adjust_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> N
         plan.constraints.pop("ort_reduce_range", None)  # a re-applied plan.ort.json made with it keeps no stale reason
         return
     for w in plan.weights.values():
-        if w.bits == 8 and w.scheme == "symmetric" and w.scale:
+        if w.bits == 8 and scheme_of(w).narrow and w.scale:
             w.bits = 7
             w.scale = [float(np.float32(s * 127 / 63)) for s in w.scale]
             w.rounding = w.rounding or "nearest"
@@ -292,6 +301,7 @@ def lower(graph: Graph, plan: QuantPlan, out_dir: Path, stem: str, options: dict
         g = _convert_opset(g, opset)
     ctx = LoweringContext(g, plan)
     ctx.int4 = g.opset >= INT4_OPSET and options.get("ort_int4", False)
+    ctx.act_unsigned = (options.get("ort_act_dtype") or target_data(NAME)["activation_dtype"]) == "uint8"
     for n in g.nodes:
         if n.op_type in OPS:
             OPS[n.op_type](ctx, n)

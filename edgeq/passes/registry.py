@@ -9,10 +9,21 @@ import onnx
 from edgeq.graph import Graph
 
 PASSES: dict[str, Callable[[Graph], Graph]] = {}
+# Passes that need calibration data (run by quant/act_precision.py once data is loaded): each takes
+# (graph, dataset) and returns (a new graph, what it did); the graph it was given is left as it was.
+DATA_PASSES: dict[str, Callable] = {}
 
 def register(name: str):
     def deco(fn):
         PASSES[name] = fn
+        return fn
+
+    return deco
+
+
+def register_data(name: str):
+    def deco(fn):
+        DATA_PASSES[name] = fn
         return fn
 
     return deco

@@ -18,12 +18,14 @@ What was rewritten is recorded on the graph (`graph.sentinel_rewrites`) for the 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.graph import Graph, node_name, with_all_outputs
-from edgeq.passes.registry import register
+from edgeq.passes.registry import register, register_data
 
 PLACEHOLDER = 1e4  # magnitude of the finite stand-in
 MARGIN = 20.0  # masked weights end up <= e^-20 of the row maximum
@@ -150,13 +152,22 @@ def _set_value(graph: Graph, rec: dict, value: float) -> None:
     rec["value"] = float(np.copysign(value, rec["value"]))
 
 
-def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> list[dict]:
+def _own_copy(graph: Graph) -> Graph:
+    """A copy of the graph that carries its own copy of the rewrite records."""
+    out = graph.copy()
+    out.sentinel_rewrites = copy.deepcopy(rewrites(graph))
+    return out
+
+
+@register_data("scale_masks")
+def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> tuple[Graph, list[dict]]:
     """Second step, with calibration data: placeholders become -(unmasked score range + MARGIN).
 
-    Returns the records now in effect (inputs only when the data held sentinels)."""
+    Returns a new graph and the records in effect there (inputs only when the data held sentinels)."""
+    if not [r for r in rewrites(graph) if "scaled_to" not in r] or calib is None:
+        return graph, [r for r in rewrites(graph) if r["confirmed"]]
+    graph = _own_copy(graph)
     recs = [r for r in rewrites(graph) if "scaled_to" not in r]
-    if not recs or calib is None:
-        return [r for r in rewrites(graph) if r["confirmed"]]
     data = calib.take(slice(0, min(len(calib), 64)))
     watch = sorted({t for r in recs for t in r["softmax_inputs"]} | {r["tensor"] for r in recs if r["kind"] == "input"})
     values = _run(graph, data, watch)
@@ -184,7 +195,7 @@ def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> list[dict]:
         if moved > tolerance and "placeholder" in r:  # outputs moved: keep the placeholder, act_precision widens
             _set_value(graph, r, PLACEHOLDER)
         r["output_change"] = float(f"{moved:.3g}")
-    return [r for r in rewrites(graph) if r["confirmed"]]
+    return graph, [r for r in rewrites(graph) if r["confirmed"]]
 
 
 def _run(graph, data, names) -> dict[str, np.ndarray]:

@@ -7,9 +7,10 @@ reaches the noise goal) is edgeq/quant/act_search.py. "Wide" is float on every t
 (`wide_bits`: int16 only where a target's toml says it runs faster than float; Core ML runs
 float activations in fp16). Logits are widened when int8 makes argmax tie.
 
-Before planning, `prepare_graph` applies the float-exact rewrites that need calibration
-data: sentinel masks scaled to the score range (edgeq/passes/sentinel.py) and
-SmoothQuant-style migration of LayerNorm outlier channels into the next layers' weights.
+Before planning, `prepare_graph` runs the float-exact rewrites that need calibration data, each
+a registered data pass that returns a new graph (passes/registry.py DATA_PASSES): sentinel masks
+scaled to the score range (edgeq/passes/sentinel.py) and SmoothQuant-style migration of LayerNorm
+outlier channels into the next layers' weights (here).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from onnx import numpy_helper
 
 from edgeq.errors import PlanError
 from edgeq.graph import Graph, get_attr, node_name
+from edgeq.passes.registry import DATA_PASSES, register_data
 from edgeq.quant.act_search import choose
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import OrtRunner, batch_size_for
@@ -98,12 +100,15 @@ def smoothable(graph: Graph) -> list[tuple[onnx.NodeProto, list[onnx.NodeProto]]
     return out
 
 
-def smooth_layernorms(graph: Graph, data) -> tuple[list[dict], dict[str, np.ndarray]]:
+@register_data("smoothquant")
+def smooth_layernorms(graph: Graph, data) -> tuple[Graph, dict]:
     """SmoothQuant: X' = X / s per channel (folded into LayerNorm's scale and bias), W' = s * W
-    (folded into every consumer's weight rows). Exact in float; only where outliers exist."""
+    (folded into every consumer's weight rows). Exact in float; only where outliers exist.
+    Returns a new graph and {"smoothquant": what was smoothed, "tensors": the rewritten constants}."""
+    if not smoothable(graph):
+        return graph, {"smoothquant": [], "tensors": {}}
+    graph = graph.copy()
     cands = smoothable(graph)
-    if not cands:
-        return [], {}
     vals = _values(graph, data, [ln.output[0] for ln, _ in cands])
     tensors, done = {}, []
     for ln, users in cands:
@@ -133,17 +138,21 @@ def smooth_layernorms(graph: Graph, data) -> tuple[list[dict], dict[str, np.ndar
         if t.name in tensors:
             t.CopyFrom(numpy_helper.from_array(tensors[t.name], t.name))
     graph.refresh()
-    return done, tensors
+    return graph, {"smoothquant": done, "tensors": tensors}
 
 
-def prepare_graph(graph: Graph, calib, smooth: bool = True) -> dict:
-    """The data-driven float-exact rewrites, in place; returns what was done for the report."""
-    from edgeq.passes.sentinel import describe, scale_masks
+def prepare_graph(graph: Graph, calib, smooth: bool = True) -> tuple[Graph, dict]:
+    """The data-driven float-exact rewrites: (the rewritten graph, what was done for the report).
+    The graph given is not changed."""
+    from edgeq.passes.sentinel import describe
 
     data = calib.take(slice(0, min(len(calib), SAMPLES)))
-    masks = scale_masks(graph, data)
-    smoothed, tensors = smooth_layernorms(graph, data) if smooth else ([], {})
-    return {"sentinel_rewrites": masks, "smoothquant": smoothed, "tensors": tensors, "warnings": [describe(r) for r in masks]}
+    graph, masks = DATA_PASSES["scale_masks"](graph, data)
+    info = {"sentinel_rewrites": masks, "smoothquant": [], "tensors": {}, "warnings": [describe(r) for r in masks]}
+    if smooth:
+        graph, smoothed = DATA_PASSES["smoothquant"](graph, data)
+        info.update(smoothed)
+    return graph, info
 
 
 # -- the pipeline's hooks (edgeq/pipeline.py make_plan) -------------------------------------
@@ -152,6 +161,7 @@ class ActStage:
     """make_plan calls `before_plan` once data is loaded and `after_plan` once the plan is built."""
 
     opts: object
+    graph: Graph  # the graph to plan and lower: the input graph after the data passes
     auto: bool = False
     prepared: dict = field(default_factory=dict)
 
@@ -180,15 +190,15 @@ class ActStage:
 
 
 def before_plan(graph: Graph, calib, opts) -> ActStage:
-    """Check --act-bits against the targets; apply the data-driven float-exact rewrites in place."""
+    """Check --act-bits against the targets; run the data-driven float-exact rewrites (stage.graph)."""
     import dataclasses
 
     q = getattr(opts, "quant", None)
     act_bits = q.act_bits if q is not None else "auto"  # auto is the default: no collapsed model
     check_act_bits(act_bits, opts.targets)
-    stage = ActStage(opts, auto=act_bits == "auto" and opts.plan is None)  # a given plan is applied exactly
+    stage = ActStage(opts, graph, auto=act_bits == "auto" and opts.plan is None)  # a given plan is applied exactly
     if calib is not None:
-        stage.prepared = prepare_graph(graph, calib, smooth=stage.auto and opts.plan is None)
+        stage.graph, stage.prepared = prepare_graph(graph, calib, smooth=stage.auto and opts.plan is None)
     if act_bits == "auto":
         q8 = dataclasses.replace(q, act_bits=8) if q is not None else None
         stage.opts = dataclasses.replace(opts, quant=None if q8 is None or q8.is_default() else q8)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeq import schemes
 from edgeq.errors import PlanError
 from edgeq.graph import Graph
 from edgeq.progress import NullBar
@@ -114,14 +115,15 @@ def base_plans(graph: Graph, q: QuantOptions) -> tuple[dict[str, WeightPlan], di
         if n.input[1] in plans:
             continue
         wp = weight_entry(graph, k, n, 8)
-        wp.scheme, wp.codebook = q.scheme, q.codebook if q.scheme == "palette" else None
+        palette = schemes.scheme(q.scheme).palette
+        wp.scheme, wp.codebook = q.scheme, q.codebook if palette else None
         if q.granularity == "per_block":
             wp.granularity, wp.block_size = "per_block", q.block_size or 32
             wp.axis = in_axis(n, len(wp.shape))
         elif q.granularity == "per_tensor" or wp.axis is None:
             wp.granularity, wp.axis = "per_tensor", None
         else:
-            wp.block_size = q.block_size if q.scheme == "palette" else None
+            wp.block_size = q.block_size if palette else None
         wp.scale = wp.zero_point = None
         plans[n.input[1]], nodes[n.input[1]] = wp, n
     return plans, nodes

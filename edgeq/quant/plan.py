@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq import schemes
 from edgeq.errors import PlanError
 from edgeq.fileio import dumps_json
 
 PLAN_VERSION = 1
-SCHEMES = ("symmetric", "asymmetric", "palette")
 GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 
 
@@ -154,6 +154,8 @@ class QuantPlan:
             where = f"{source}: weight '{name}' (node '{w.node}')"
             if w.tensor != name:
                 raise PlanError(f"{where}: 'tensor' says '{w.tensor}'; a weight's key and its 'tensor' must be the same name")
+            if w.scheme not in schemes.SCHEMES:
+                raise PlanError(f"{where}: scheme {w.scheme!r} is not one of {', '.join(schemes.SCHEMES)}")
             rank = len(w.shape)
             if w.axis is not None and not -rank <= w.axis < max(rank, 1):
                 raise PlanError(f"{where}: axis {w.axis} is outside the weight's {rank} dims {w.shape}")
@@ -161,15 +163,13 @@ class QuantPlan:
                 _check_layout(w, where)
             if w.bits is not None and not (isinstance(w.bits, int) and 2 <= w.bits <= 8):
                 raise PlanError(f"{where}: bits {w.bits!r} is not 2..8 or null (float)")
-            if w.scheme not in SCHEMES:
-                raise PlanError(f"{where}: scheme '{w.scheme}' is not one of {SCHEMES}")
             if w.granularity not in GRANULARITIES:
                 raise PlanError(f"{where}: granularity '{w.granularity}' is not one of {GRANULARITIES}")
-            if w.bits is not None and w.scheme != "palette" and not w.scale and w.derived is None:
+            if w.bits is not None and schemes.of(w).linear and not w.scale and w.derived is None:
                 raise PlanError(f"{where}: {w.bits}-bit {w.scheme} weights need 'scale'")
             if w.scale is not None and not all(_positive_float32(s) for s in w.scale):
                 raise PlanError(f"{where}: every scale must be a positive finite number")
-            if w.bits is not None and w.scheme == "palette" and not w.palette and w.derived is not None:
+            if w.bits is not None and schemes.of(w).palette and not w.palette and w.derived is not None:
                 raise PlanError(f"{where}: palette weights need 'palette' (or remove 'derived' to recompute it)")
             if w.granularity == "per_block" and not (isinstance(w.block_size, int) and w.block_size > 0):
                 raise PlanError(f"{where}: per_block weights need a positive integer 'block_size'")
@@ -233,9 +233,16 @@ MAX_PLAN_BYTES = 256 << 20  # a plan holds scales, not weights (GPTQ tensors inc
 
 
 @cache
+def _schema_text() -> str:
+    return resources.files("edgeq.quant").joinpath("plan_schema.json").read_text()
+
+
 def plan_schema() -> dict:
-    """The JSON Schema of plan.json (edgeq/quant/plan_schema.json, shipped in the wheel)."""
-    return json.loads(resources.files("edgeq.quant").joinpath("plan_schema.json").read_text())
+    """The JSON Schema of plan.json (edgeq/quant/plan_schema.json, shipped in the wheel), with the
+    scheme names the registry holds now (edgeq/schemes.py)."""
+    schema = json.loads(_schema_text())
+    schema["$defs"]["weight"]["properties"]["scheme"]["enum"] = list(schemes.SCHEMES)
+    return schema
 
 
 def check_schema(d: dict, source: str) -> None:
@@ -291,7 +298,7 @@ def _short(value) -> str:
 def _check_layout(w: WeightPlan, where: str) -> None:
     """axis within the shape, as many scales / zero points as the granularity needs, zero points on the grid."""
     rank = len(w.shape)
-    if w.bits is None or w.scheme == "palette" or w.scale is None:
+    if w.bits is None or w.scale is None or schemes.of(w).palette:
         return
     axis = (w.axis or 0) % max(rank, 1)
     if w.granularity == "per_tensor" or w.axis is None:

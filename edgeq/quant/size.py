@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeq import schemes
 from edgeq.graph import Graph
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.weights import storage_bits
@@ -68,11 +69,12 @@ def generic_storage(graph: Graph, plan: QuantPlan, fmt: dict) -> dict[str, Store
         if w.bits is None:
             out[w.tensor] = float_bytes(w, fmt["float_bytes"])
             continue
-        containers = fmt.get(f"{'palette' if w.scheme == 'palette' else 'linear'}_code_containers", fmt["code_containers"])
+        sch = schemes.of(w)
+        containers = fmt.get(f"{'palette' if sch.palette else 'linear'}_code_containers", fmt["code_containers"])
         n, channels = int(np.prod(w.shape)), len(w.scale or [])
-        if w.scheme != "palette" and fmt.get("linear_lut_bits") and w.granularity in ("per_tensor", "per_channel"):
+        if sch.linear and fmt.get("linear_lut_bits") and w.granularity in ("per_tensor", "per_channel"):
             _, _, nbytes = cheapest_linear(w.bits, n, channels, containers, fmt["linear_lut_bits"], fmt["float_bytes"],
-                                           w.scheme == "asymmetric")
+                                           sch.zero_points)
             out[w.tensor] = Stored(nbytes)
         else:
             out[w.tensor] = linear_bytes(w, container_for(w.bits, containers), fmt)

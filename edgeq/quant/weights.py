@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeq import schemes
 from edgeq.errors import PlanError
 from edgeq.quant.linear import MIN_SCALE, qrange, symmetric_params
 from edgeq.quant.plan import WeightPlan
@@ -38,7 +39,7 @@ def settings(wp: WeightPlan) -> dict:
 
 def needs_derive(wp: WeightPlan) -> bool:
     """Settings changed since the parameters were derived, or a parameter the grid needs was deleted."""
-    missing = wp.bits is not None and (not wp.palette if wp.scheme == "palette" else not wp.scale)
+    missing = wp.bits is not None and (not wp.palette if schemes.of(wp).palette else not wp.scale)
     return wp.derived is None or missing or {k: wp.derived.get(k) for k in settings(wp)} != settings(wp)
 
 
@@ -48,7 +49,7 @@ def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:
         return w.reshape(1, -1), (1,)
     ax = wp.axis
     if wp.granularity == "per_channel":
-        g = wp.block_size if wp.scheme == "palette" and wp.block_size else 1
+        g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
         moved = np.moveaxis(w, ax, 0)
         c = moved.shape[0]
         pad = (-c) % g
@@ -76,7 +77,7 @@ def expand(params: np.ndarray, wp: WeightPlan, shape: tuple) -> np.ndarray:
         return np.broadcast_to(params.reshape(()), shape)
     ax = wp.axis
     if wp.granularity == "per_channel":
-        g = wp.block_size if wp.scheme == "palette" and wp.block_size else 1
+        g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
         per_ch = np.repeat(params, g)[: shape[ax]]
         bshape = [1] * len(shape)
         bshape[ax] = -1
@@ -165,17 +166,18 @@ def derive(wp: WeightPlan, w: np.ndarray) -> WeightPlan:
     """Fill the plan's parameters (scale, zero_point, palette) from the float weight, in place."""
     wp.scale = wp.zero_point = wp.palette = wp.scale_scale = None
     if wp.bits is not None:
-        if wp.granularity == "per_block" and (wp.axis is None or wp.scheme == "palette"):
+        sch = schemes.of(wp)
+        if wp.granularity == "per_block" and (wp.axis is None or sch.palette):
             raise PlanError(f"weight '{wp.tensor}' (node '{wp.node}'): per_block needs a linear scheme and an axis")
         rows, pshape = group_view(np.asarray(w, np.float32), wp)
-        if wp.scheme == "palette":
+        if sch.palette:
             wp.codebook = wp.codebook or "kmeans"
             wp.palette = [[float(v) for v in p] for p in palette_params(rows, wp.bits, wp.codebook)]
         else:
-            scale, zp = linear_params(rows, wp.bits, wp.scheme == "symmetric")
+            scale, zp = linear_params(rows, wp.bits, not sch.zero_points)
             if wp.scale_bits:
                 scale, wp.scale_scale = double_quantize(scale, wp.scale_bits)
-                if wp.scheme == "asymmetric":  # re-place zero points for the rounded scales
+                if sch.zero_points:  # re-place zero points for the rounded scales
                     qmin, qmax = qrange(wp.bits, signed=True)
                     zp = np.clip(np.rint(qmin - np.minimum(rows.min(1), 0) / scale), qmin, qmax).astype(np.int64)
             wp.scale = [float(s) for s in scale.reshape(pshape).ravel()]
@@ -221,13 +223,13 @@ class Grid:
 
 def grid(wp: WeightPlan, shape: tuple) -> Grid:
     shape = tuple(shape)
-    if wp.scheme == "palette":
+    if schemes.of(wp).palette:
         pals = np.asarray(wp.palette, np.float32)
         group = expand(np.arange(len(pals)), wp, shape).astype(np.int64)
         return Grid(wp.bits, False, group=np.ascontiguousarray(group), palettes=pals)
     scale = expand(np.asarray(wp.scale, np.float32), wp, shape).astype(np.float32)
     zp = expand(np.asarray(wp.zero_point, np.int64), wp, shape).astype(np.int64)
-    return Grid(wp.bits, wp.scheme == "symmetric", scale, zp)
+    return Grid(wp.bits, schemes.of(wp).narrow, scale, zp)
 
 
 def fake_quant_weight(wp: WeightPlan, w: np.ndarray) -> np.ndarray:
@@ -241,9 +243,9 @@ def storage_bits(wp: WeightPlan) -> int:
     n = int(np.prod(wp.shape))
     if wp.bits is None:
         return 32 * n
-    if wp.scheme == "palette":
+    if schemes.of(wp).palette:
         return wp.bits * n + 16 * sum(len(p) for p in wp.palette or [])
     k = len(wp.scale or [])
     scale_bits = wp.scale_bits * k + 32 * len(wp.scale_scale or []) if wp.scale_bits else 32 * k
-    zp_bits = wp.bits * k if wp.scheme == "asymmetric" else 0
+    zp_bits = wp.bits * k if schemes.of(wp).zero_points else 0
     return wp.bits * n + scale_bits + zp_bits

@@ -103,9 +103,12 @@ def test_causal_float_min_mask_is_rewritten_and_float_outputs_hold():
     assert rec["kind"] == "constant" and rec["tensor"] == "causal_mask" and rec["entries"] == S * (S - 1) // 2
     assert float(g.initializer(rec["rewritten"]).min()) == -PLACEHOLDER
     np.testing.assert_allclose(run(g, d), ref, rtol=1e-5, atol=1e-5)
-    (done,) = scale_masks(g, Dataset(d))
+    before = g.serialize()
+    g2, (done,) = scale_masks(g, Dataset(d))
     assert done["scaled_to"] is not None and -PLACEHOLDER < done["scaled_to"] < -20  # the score range + margin
-    np.testing.assert_allclose(run(g, d), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run(g2, d), ref, rtol=1e-4, atol=1e-5)
+    assert g.serialize() == before and "scaled_to" not in g.sentinel_rewrites[0]  # a new graph; the given one is as it was
+    assert float(g.initializer(rec["rewritten"]).min()) == -PLACEHOLDER
 
 
 def test_float_min_mask_collapses_int8_without_the_rewrite_and_not_with_it():
@@ -114,7 +117,7 @@ def test_float_min_mask_collapses_int8_without_the_rewrite_and_not_with_it():
         broken = int8_cosine(prepared(mask, sentinel=False), data)
         g = prepared(mask)
         assert len(g.sentinel_rewrites) == 1
-        scale_masks(g, data)
+        g, _ = scale_masks(g, data)
         fixed = int8_cosine(g, data)
         assert broken < 0.9 and fixed > 0.97, (mask, broken, fixed)
 
@@ -133,13 +136,13 @@ def test_float_mask_input_is_guarded_and_reported_only_when_data_holds_sentinels
     assert rec["kind"] == "input" and not rec["confirmed"]
     d = feeds("input")
     ref = run(prepared("input", sentinel=False), d)
-    (done,) = scale_masks(g, Dataset(d))
+    g, (done,) = scale_masks(g, Dataset(d))
     assert done["confirmed"] and done["original"] == "-inf"
     np.testing.assert_allclose(run(g, d), ref, rtol=1e-4, atol=1e-5)
     assert np.isfinite(run(g, d)).all()
     g2 = prepared("input")
     clean = {**d, "bias": np.zeros_like(d["bias"])}
-    assert scale_masks(g2, Dataset(clean)) == []  # an ordinary additive input is not a mask
+    assert scale_masks(g2, Dataset(clean))[1] == []  # an ordinary additive input is not a mask
 
 
 def test_models_without_softmax_are_untouched():

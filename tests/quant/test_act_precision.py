@@ -73,10 +73,13 @@ def test_smoothquant_folds_exactly_and_helps_int8():
     g = run_passes(Graph(residual_layernorm_stack(stream_outlier=1.0)))
     ref = float_out(g, data)
     before = sqnr_db(ref["y"], simulate(g, only(int8_plan(g, observe(g, data)), "ln"), data)["y"])
-    done, tensors = smooth_layernorms(g, data)
+    given, orig = g.serialize(), g
+    g, facts = smooth_layernorms(orig, data)
+    done, tensors = facts["smoothquant"], facts["tensors"]
     assert [d["consumers"] for d in done] and done[0]["outlier_ratio"] > 6 > done[0]["outlier_ratio_after"]
     assert set(tensors) == {"ln_scale", "ln_bias", "w1"}
     np.testing.assert_allclose(float_out(g, data)["y"], ref["y"], rtol=1e-4, atol=1e-4)  # exact up to float rounding
+    assert g.serialize() != given and orig.serialize() == given  # a new graph; the given one is as it was
     after = sqnr_db(ref["y"], simulate(g, only(int8_plan(g, observe(g, data)), "ln"), data)["y"])
     assert after > before + 6, (before, after)  # the LayerNorm output's int8 noise, before and after
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from edgeq.errors import PlanError
 from edgeq.quant.plan import QuantPlan
+from edgeq.schemes import of as scheme_of
 from edgeq.target import target_spec
 
 # The choices of the options targets/coreml.toml declares (MIN_OS oldest first: "lowest" below relies on it).
@@ -19,7 +20,7 @@ def plan_needs(plan: QuantPlan) -> list[tuple[str, str, bool]]:
     for wp in plan.weights.values():
         if wp.bits is None:
             continue
-        if wp.scheme == "palette":
+        if scheme_of(wp).palette:
             if len(wp.palette or []) > 1:
                 needs.append(("ios18", f"weight '{wp.tensor}' has per-channel-group palettes", True))
             if wp.bits == 3:

@@ -20,6 +20,7 @@ from edgeq.graph import Graph, get_attr
 from edgeq.lower.coreml.deploy import resolve_options
 from edgeq.quant.plan import QuantPlan, WeightPlan
 from edgeq.quant.size import Stored, cheapest_linear
+from edgeq.schemes import of as scheme_of
 from edgeq.target import target_spec
 
 
@@ -62,7 +63,7 @@ def _stored(wp: WeightPlan, min_os: str, fb: int) -> Stored:
     n = int(np.prod(wp.shape))
     if wp.bits is None:
         return Stored(blob(fb * n, n))
-    if wp.scheme == "palette":
+    if scheme_of(wp).palette:
         nb, groups = lut_bits(wp.bits, min_os), len(wp.palette or [[]])
         return Stored(blob(nb * n / 8, n), int(blob(groups * 2**nb * fb, groups * 2**nb)))
     zp_any = any(z != 0 for z in (wp.zero_point or []))

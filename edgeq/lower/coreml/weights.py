@@ -23,6 +23,7 @@ from edgeq.errors import PlanError
 from edgeq.lower.coreml.storage import linear_kind, lut_bits
 from edgeq.quant.plan import WeightPlan
 from edgeq.quant.weights import grid
+from edgeq.schemes import of as scheme_of
 
 UINT_DTYPES = {1: types.np_uint1_dtype, 2: types.np_uint2_dtype, 3: types.np_uint3_dtype,
                4: types.np_uint4_dtype, 6: types.np_uint6_dtype, 8: np.uint8}
@@ -40,7 +41,7 @@ def weight_var(ctx, wp: WeightPlan | None, w: np.ndarray, name: str, perm: tuple
         g = g.reshape(lambda a: np.transpose(a, perm))
     axis = perm.index(wp.axis) if perm and wp.axis is not None else wp.axis
     dt = np.float32  # coremltools' fp16 pass stores lut/scale in fp16 for fp16 programs
-    if wp.scheme == "palette":
+    if scheme_of(wp).palette:
         return _palette(ctx, wp, g, codes, axis, name, dt)
     return _linear(ctx, wp, g, codes, axis, name, dt)
 

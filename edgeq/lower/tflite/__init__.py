@@ -28,6 +28,7 @@ from edgeq.lower.tflite.read import read_tflite as read_artifact  # noqa: F401  
 from edgeq.lower.tflite.storage import stored_payload, weight_storage  # noqa: F401  (Target hooks)
 from edgeq.quant.plan import QuantPlan
 from edgeq.runners import captured_stderr, in_chunks, register_runner
+from edgeq.schemes import of as scheme_of
 from edgeq.target import target_data
 
 NAME = "tflite"
@@ -79,7 +80,7 @@ def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> No
         if w.bits is None:
             continue
         # bits, schemes and granularities: Target.check_plan, from targets/tflite.toml
-        if w.scheme != "palette" and any(z != 0 for z in (w.zero_point or [])):
+        if scheme_of(w).linear and any(z != 0 for z in (w.zero_point or [])):
             raise PlanError(f"{where}: LiteRT's integer kernels need weight zero points of 0; use the symmetric scheme")
     widths = {a.bits for a in plan.activations.values() if a.bits is not None} if plan.mode == "static" else set()
     if len(widths) > 1:

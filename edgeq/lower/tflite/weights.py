@@ -16,6 +16,7 @@ from edgeq.lower.tflite.context import Ctx
 from edgeq.lower.tflite.schema import Quant, pack_int4
 from edgeq.lower.tflite.storage import int4_storable
 from edgeq.quant.linear import bias_codes, quantize
+from edgeq.schemes import of as scheme_of
 
 HYBRID_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
@@ -36,7 +37,7 @@ def weight(ctx: Ctx, name: str, to_tfl: Callable[[np.ndarray], np.ndarray], tfl_
     if not integer:
         return float_weight(ctx, label, to_tfl(w.astype(np.float32)[rows if rows is not None else slice(None)]))
     axis = wp.axis if wp.granularity == "per_channel" else None
-    q = quantize(w, wp.scale, wp.zero_point, wp.bits, signed=True, axis=axis, narrow=wp.scheme == "symmetric")
+    q = quantize(w, wp.scale, wp.zero_point, wp.bits, signed=True, axis=axis, narrow=scheme_of(wp).narrow)
     scales = list(wp.scale)
     if rows is not None:
         q = q[rows]
