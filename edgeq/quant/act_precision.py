@@ -107,7 +107,9 @@ def smooth_layernorms(graph: Graph, data) -> tuple[Graph, dict]:
     Returns a new graph and {"smoothquant": what was smoothed, "tensors": the rewritten constants}."""
     if not smoothable(graph):
         return graph, {"smoothquant": [], "tensors": {}}
-    graph = graph.copy()
+    given, graph = graph, graph.copy()
+    if hasattr(given, "sentinel_rewrites"):  # the records of the mask passes travel with the graph
+        graph.sentinel_rewrites = given.sentinel_rewrites
     cands = smoothable(graph)
     vals = _values(graph, data, [ln.output[0] for ln, _ in cands])
     tensors, done = {}, []
