@@ -190,8 +190,9 @@ def run_compile(model, opts: Options) -> dict:
             payload = target.payload(artifact)  # the constants as written, read back from the artifact
             runner = make_runner(artifact, opts.threads)
             vset, vref = val, ref
-            if getattr(runner, "reference_executor", False) and reference_samples(lowered, len(val)) < len(val):
-                vset = val.take(slice(0, reference_samples(lowered, len(val))))  # numpy executors: a bounded share
+            n = reference_samples(lowered, len(val)) if getattr(runner, "reference_executor", False) else len(val)
+            if n < len(val):
+                vset = val.take(slice(0, n))  # numpy executors: a bounded share
                 vref = float_runner.run_batches(vset, bs)
                 artifact.notes.append(f"verified on the first {len(vset)} of {len(val)} validation samples: {name} runs in "
                                       "edgeq's reference executor here, which is slow on a model this large")

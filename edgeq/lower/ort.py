@@ -127,7 +127,7 @@ class LoweringContext:
         self.notes: list[str] = []
         self.on_int8_grid: dict[int, list[str]] = {}  # bits -> layers stored wider than their grid
         self.int4 = False  # store <= 4-bit weights as INT4 (opset 21)
-        self.act_unsigned = False  # 8-bit activations stored as uint8 (activation_storage)
+        self.act_unsigned = False  # 8-bit activations stored as uint8 (ort_storage.activation_zero_point)
         self.int4_used = False
         self.float_kernels: list[str] = []  # weighted layers whose activations stay float
 
