@@ -7,6 +7,7 @@ numpy) and keeps them honest after edits (call `refresh()` after changing the pr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ class Graph:
     def __init__(self, model: onnx.ModelProto, source: str = "<memory>"):
         self.model = model
         self.source = source
+        self.records: dict[str, list] = {}  # what graph passes did, by pass ("sentinel_rewrites"): for the report
         self.refresh()
 
     # -- bookkeeping -------------------------------------------------------------
@@ -79,7 +81,9 @@ class Graph:
     def copy(self) -> Graph:
         m = onnx.ModelProto()
         m.CopyFrom(self.model)
-        return Graph(m, self.source)
+        out = Graph(m, self.source)
+        out.records = copy.deepcopy(self.records)  # a pass's copy keeps what earlier passes recorded
+        return out
 
     # -- views -------------------------------------------------------------------
     @property

@@ -83,7 +83,7 @@ def test_float_min_mask_is_rewritten_and_int8_would_collapse_without_it(bert):
     ids, mask = token_batch(64, seed=1)
     data = Dataset({"input_ids": ids, "attention_mask": mask})
     g = run_passes(load(str(bert)))
-    (rec,) = g.sentinel_rewrites
+    (rec,) = g.records["sentinel_rewrites"]
     assert rec["original"] == float(np.finfo(np.float32).min) and len(rec["softmax_inputs"]) == 2
     ref = OrtRunner(g.serialize(), optimize=False).run_batches(data, 32)["embeddings"]
     raw = run_passes(load(str(bert)), tuple(p for p in DEFAULT_PIPELINE if p != "sentinel_masks"))

@@ -13,12 +13,10 @@ to the same code and attention collapses. Two steps fix it:
    share a grid with the real ones. If the float outputs moved, the placeholder stays and
    act_precision keeps that region wide.
 
-What was rewritten is recorded on the graph (`graph.sentinel_rewrites`) for the report.
+What was rewritten is recorded on the graph (`graph.records["sentinel_rewrites"]`) for the report.
 """
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import onnx
@@ -49,9 +47,7 @@ def sentinel_entries(a: np.ndarray) -> np.ndarray:
 
 
 def rewrites(graph: Graph) -> list[dict]:
-    if not hasattr(graph, "sentinel_rewrites"):
-        graph.sentinel_rewrites = []
-    return graph.sentinel_rewrites
+    return graph.records.setdefault("sentinel_rewrites", [])
 
 
 def mask_sources(graph: Graph, softmax: onnx.NodeProto) -> list[tuple[str, onnx.NodeProto]]:
@@ -152,11 +148,6 @@ def _set_value(graph: Graph, rec: dict, value: float) -> None:
     rec["value"] = float(np.copysign(value, rec["value"]))
 
 
-def _own_copy(graph: Graph) -> Graph:
-    """A copy of the graph that carries its own copy of the rewrite records."""
-    out = graph.copy()
-    out.sentinel_rewrites = copy.deepcopy(rewrites(graph))
-    return out
 
 
 @register_data("scale_masks")
@@ -166,7 +157,7 @@ def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> tuple[Graph, li
     Returns a new graph and the records in effect there (inputs only when the data held sentinels)."""
     if not [r for r in rewrites(graph) if "scaled_to" not in r] or calib is None:
         return graph, [r for r in rewrites(graph) if r["confirmed"]]
-    graph = _own_copy(graph)
+    graph = graph.copy()
     recs = [r for r in rewrites(graph) if "scaled_to" not in r]
     data = calib.take(slice(0, min(len(calib), 64)))
     watch = sorted({t for r in recs for t in r["softmax_inputs"]} | {r["tensor"] for r in recs if r["kind"] == "input"})

@@ -107,9 +107,7 @@ def smooth_layernorms(graph: Graph, data) -> tuple[Graph, dict]:
     Returns a new graph and {"smoothquant": what was smoothed, "tensors": the rewritten constants}."""
     if not smoothable(graph):
         return graph, {"smoothquant": [], "tensors": {}}
-    given, graph = graph, graph.copy()
-    if hasattr(given, "sentinel_rewrites"):  # the records of the mask passes travel with the graph
-        graph.sentinel_rewrites = given.sentinel_rewrites
+    graph = graph.copy()  # the copy keeps the mask passes' records (Graph.records)
     cands = smoothable(graph)
     vals = _values(graph, data, [ln.output[0] for ln, _ in cands])
     tensors, done = {}, []

@@ -99,7 +99,7 @@ def test_causal_float_min_mask_is_rewritten_and_float_outputs_hold():
     d = feeds("causal")
     ref = run(prepared("causal", sentinel=False), d)
     g = prepared("causal")
-    (rec,) = g.sentinel_rewrites
+    (rec,) = g.records["sentinel_rewrites"]
     assert rec["kind"] == "constant" and rec["tensor"] == "causal_mask" and rec["entries"] == S * (S - 1) // 2
     assert float(g.initializer(rec["rewritten"]).min()) == -PLACEHOLDER
     np.testing.assert_allclose(run(g, d), ref, rtol=1e-5, atol=1e-5)
@@ -107,8 +107,12 @@ def test_causal_float_min_mask_is_rewritten_and_float_outputs_hold():
     g2, (done,) = scale_masks(g, Dataset(d))
     assert done["scaled_to"] is not None and -PLACEHOLDER < done["scaled_to"] < -20  # the score range + margin
     np.testing.assert_allclose(run(g2, d), ref, rtol=1e-4, atol=1e-5)
-    assert g.serialize() == before and "scaled_to" not in g.sentinel_rewrites[0]  # a new graph; the given one is as it was
+    assert g.serialize() == before and "scaled_to" not in g.records["sentinel_rewrites"][0]  # a new graph; the given one is as it was
     assert float(g.initializer(rec["rewritten"]).min()) == -PLACEHOLDER
+    assert g2.records["sentinel_rewrites"][0]["scaled_to"] == done["scaled_to"]  # the new graph carries the records
+    g3 = g2.copy()  # and any later pass's copy of it keeps them, as its own
+    g3.records["sentinel_rewrites"][0]["scaled_to"] = 0.0
+    assert g2.records["sentinel_rewrites"][0]["scaled_to"] == done["scaled_to"]
 
 
 def test_float_min_mask_collapses_int8_without_the_rewrite_and_not_with_it():
@@ -116,7 +120,7 @@ def test_float_min_mask_collapses_int8_without_the_rewrite_and_not_with_it():
         data = Dataset(feeds(mask, 96))
         broken = int8_cosine(prepared(mask, sentinel=False), data)
         g = prepared(mask)
-        assert len(g.sentinel_rewrites) == 1
+        assert len(g.records["sentinel_rewrites"]) == 1
         g, _ = scale_masks(g, data)
         fixed = int8_cosine(g, data)
         assert broken < 0.9 and fixed > 0.97, (mask, broken, fixed)
@@ -124,7 +128,7 @@ def test_float_min_mask_collapses_int8_without_the_rewrite_and_not_with_it():
 
 def test_bert_padding_mask_through_mul_is_rewritten():
     g = prepared("bert")
-    (rec,) = g.sentinel_rewrites
+    (rec,) = g.records["sentinel_rewrites"]
     assert rec["op"] == "Mul" and rec["tensor"] == "fmin" and rec["original"] == FMIN
     d = feeds("bert")
     np.testing.assert_allclose(run(g, d), run(prepared("bert", sentinel=False), d), rtol=1e-5, atol=1e-5)
@@ -132,7 +136,7 @@ def test_bert_padding_mask_through_mul_is_rewritten():
 
 def test_float_mask_input_is_guarded_and_reported_only_when_data_holds_sentinels():
     g = prepared("input")
-    (rec,) = g.sentinel_rewrites
+    (rec,) = g.records["sentinel_rewrites"]
     assert rec["kind"] == "input" and not rec["confirmed"]
     d = feeds("input")
     ref = run(prepared("input", sentinel=False), d)
@@ -149,4 +153,4 @@ def test_models_without_softmax_are_untouched():
     from tests.models import small_cnn
 
     g = run_passes(Graph(small_cnn()))
-    assert g.sentinel_rewrites == [] if hasattr(g, "sentinel_rewrites") else True
+    assert g.records["sentinel_rewrites"] == [] if hasattr(g, "sentinel_rewrites") else True
