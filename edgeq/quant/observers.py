@@ -30,16 +30,19 @@ class ValueSample:
         self.parts: list[np.ndarray] = []
         self.count = 0
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray) -> tuple[float, float]:
+        """Take in a batch; returns its extremes (NaN or inf when it holds one: min/max carry them)."""
         if not x.size:
-            return
+            return (0.0, 0.0)
         flat = np.asarray(x, np.float32).ravel()
-        self.lo, self.hi = min(self.lo, float(flat.min())), max(self.hi, float(flat.max()))
+        lo, hi = float(flat.min()), float(flat.max())
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
         self.parts.append(flat[:: max(1, flat.size // PER_BATCH)].copy())
         self.count += flat.size
         if sum(p.size for p in self.parts) > 2 * SAMPLE_CAP:
             both = np.concatenate(self.parts)
             self.parts = [both[:: max(1, both.size // SAMPLE_CAP)]]
+        return lo, hi
 
     def values(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(1, np.float32)

@@ -21,12 +21,22 @@ def test_smallest_k_doubles_then_bisects():
         return GOAL * 2 if k < 11 else GOAL / 2
 
     assert smallest_k(noise, 40, GOAL * 10) == 11
-    assert len(calls) <= 2 * 6 + 1 and calls[:5] == [1, 2, 4, 8, 16]  # log2, not one run per k
+    assert len(calls) <= 2 * 6 + 2 and calls[:6] == [40, 1, 2, 4, 8, 16]  # log2, not one run per k
+    calls.clear()
+    assert smallest_k(noise, 12, GOAL * 10) == 11  # the limit is not a doubling point: bisect below it
+    assert calls[:5] == [12, 1, 2, 4, 8] and 16 not in calls
 
 
 def test_smallest_k_without_reaching_the_goal_keeps_the_cheapest_good_k():
     # Noise falls until k=4, then flat: more widening buys nothing, so 4 is kept, not the limit.
     assert smallest_k(lambda k: GOAL * (10 - min(k, 4)), 16, GOAL * 10) == 4
+    calls = []
+
+    def falling(k):  # noise halves with each doubling of k: the limit is best, half of it is not close
+        calls.append(k)
+        return GOAL * 1000 / (1 + k)
+
+    assert smallest_k(falling, 102, GOAL * 1000) == 102 and calls == [102, 51]  # two runs, not eight
     assert smallest_k(lambda k: GOAL * 5, 16, GOAL / 2) == 0  # all-int8 already meets the goal
 
 

@@ -56,3 +56,25 @@ def test_observe_still_returns_minmax_ranges(small):
     assert set(auto) == set(ranges)
     with pytest.raises(CalibrationError, match="unknown calibration method"):
         ranges_from(collect(graph, data), "bogus")
+
+
+@pytest.mark.parametrize("op,what", [("Sqrt", "NaN"), ("Exp", "inf")])
+def test_a_tensor_that_becomes_nan_or_inf_mid_graph_is_named(op, what):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeq.graph import Graph
+    from edgeq.quant.data import Dataset
+
+    nodes = [helper.make_node("Mul", ["x", "k"], ["big"]), helper.make_node(op, ["big"], ["bad"]),
+             helper.make_node("Relu", ["bad"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor("k", TensorProto.FLOAT, [], [-100.0])])
+    graph = Graph(onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    x = np.full((3, 4), 0.5, np.float32)
+    x[2, 1] = -2.0  # Sqrt(-100 * 0.5) is NaN; Exp(-100 * -2) overflows
+    with pytest.raises(CalibrationError, match=f"tensor 'bad' .*{op}.* becomes {what}"):
+        collect(graph, Dataset({"x": x}))
+    empty = collect(graph, Dataset({"x": x[:0] if op == "Sqrt" else x[:2] * 0}))  # no values, or all finite: no error
+    assert set(empty) == {"x", "big", "bad", "y"}
