@@ -39,7 +39,7 @@ def settings(wp: WeightPlan) -> dict:
 
 def needs_derive(wp: WeightPlan) -> bool:
     """Settings changed since the parameters were derived, or a parameter the grid needs was deleted."""
-    missing = wp.bits is not None and (not wp.palette if schemes.of(wp).palette else not wp.scale)
+    missing = wp.bits is not None and (not wp.palette if schemes.of(wp).palette else not wp.scale or wp.zero_point is None)
     return wp.derived is None or missing or {k: wp.derived.get(k) for k in settings(wp)} != settings(wp)
 
 

@@ -83,3 +83,12 @@ def test_compile_of_its_own_plans_reproduces_the_artifact(tmp_path, small_model,
             for f in ("small.ort.onnx", "small.ort"):
                 assert (again / f).read_bytes() == (first / f).read_bytes(), (name, plan_file, f)
         assert (tmp_path / f"{name}-plan.json" / "plan.ort.json").read_bytes() == (first / "plan.ort.json").read_bytes()
+
+
+def test_a_deleted_zero_point_is_rederived_not_a_traceback(small_model):
+    # found by bench/fuzz.py (plan/delete, 2 of 5000 cases): int(None) while lowering
+    graph = load(str(small_model))
+    plan = int8_plan(graph, observe(graph, load_dataset({"input": small_cnn_data(16)}, graph)))
+    w = next(iter(plan.weights.values()))
+    w.zero_point = None
+    assert needs_derive(w)
