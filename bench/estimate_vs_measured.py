@@ -29,7 +29,9 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import zoo_data  # noqa: E402
 from edgeq.devices import load_device  # noqa: E402
+from edgeq.frontend import parse_input_shapes  # noqa: E402
 from edgeq.hostcpu import cache_key, describe  # noqa: E402
 from edgeq.lower import available  # noqa: E402
 from edgeq.pipeline import Options, prepare, run_compile  # noqa: E402
@@ -71,9 +73,6 @@ def models(tmp: Path, zoo: list[str]) -> list[tuple[str, str, object, dict | Non
     except ImportError:
         pass
     for name in zoo:
-        from bench import zoo_data
-        from edgeq.frontend import parse_input_shapes
-
         try:
             z = zoo_data.BUILDERS[name](samples=z_chunk(name), calib_n=ZOO_CALIB)
         except Exception as e:  # noqa: BLE001  (not fetched and no registry: say so, keep going)
@@ -89,8 +88,6 @@ ZOO_CALIB = 16  # calibration samples per zoo model: latency does not depend on 
 
 
 def z_chunk(name: str) -> int:
-    from bench import zoo_data
-
     return zoo_data.VAD_CHUNK if name == "vad" else 1
 
 

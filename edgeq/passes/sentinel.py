@@ -148,8 +148,6 @@ def _set_value(graph: Graph, rec: dict, value: float) -> None:
     rec["value"] = float(np.copysign(value, rec["value"]))
 
 
-
-
 @register_data("scale_masks")
 def scale_masks(graph: Graph, calib, tolerance: float = 1e-4) -> tuple[Graph, list[dict]]:
     """Second step, with calibration data: placeholders become -(unmasked score range + MARGIN).

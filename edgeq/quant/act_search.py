@@ -8,8 +8,9 @@ measured in contiguous blocks (noise from independent roundings adds, to
 first order) and only the members of the noisiest blocks one by one. Then the number k of
 top-ranked groups kept wide is found on SEARCH_SAMPLES (`smallest_k`): the smallest k that
 reaches NOISE_GOAL (doubling and bisection), or, when even the limit does not, the smallest k
-within 10 % of the best noise seen (halving down from the limit). A 340-group recognizer took one simulation per group before (76 minutes); this takes
-about log2(groups) full simulations plus a bounded ranking.
+within 10 % of the best noise seen (halving down from the limit). A 340-group recognizer took
+one simulation per group before (76 minutes); this takes about log2(groups) full simulations
+plus a bounded ranking.
 """
 
 from __future__ import annotations
