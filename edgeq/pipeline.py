@@ -190,7 +190,7 @@ def run_compile(model, opts: Options) -> dict:
             payload = target.payload(artifact)  # the constants as written, read back from the artifact
             runner = make_runner(artifact, opts.threads)
             vset, vref = val, ref
-            n = reference_samples(lowered, len(val)) if getattr(runner, "reference_executor", False) else len(val)
+            n = reference_samples(lowered, len(val)) if runner.reference_executor else len(val)
             if n < len(val):
                 vset = val.take(slice(0, n))  # numpy executors: a bounded share
                 vref = float_runner.run_batches(vset, bs)
@@ -203,7 +203,7 @@ def run_compile(model, opts: Options) -> dict:
             if cross is not None:  # a second runtime or the plan's simulation, on the first samples
                 verify["cross_checks"] = cross
             # Alternating with the float graph: both see the same machine noise.
-            reference = getattr(runner, "reference_executor", False)  # timings say nothing about the device: few runs
+            reference = runner.reference_executor  # timings say nothing about the device: few runs
             float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
                                                 warmup=0 if reference else 5, runs=1 if reference else opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
@@ -217,7 +217,7 @@ def run_compile(model, opts: Options) -> dict:
             if own_plan:
                 entries[-1]["plan_file"] = str(opts.out.resolve() / f"plan.{name}.json")
             entries[-1]["profile"] = profile_artifact(artifact, lowered, tplan, opts.devices, opts.rate, quant_lat, float_lat,
-                                                      getattr(runner, "load_seconds", None), opts.threads, opts.target_options)
+                                                      runner.load_seconds, opts.threads, opts.target_options)
         report, non_finite = finite_copy(build_report(graph, plan, calib, val, facts, entries, model))
         report["warnings"] += non_finite
         write_text(staging.path / "plan.json", plan.to_json())
@@ -244,7 +244,7 @@ def target_entry(artifact, graph, plan, verify, float_lat, quant_lat, runner, op
             "float_p90": round(float_lat["p90"], 4), "quant_p90": round(quant_lat["p90"], 4),
             "float_p99": round(float_lat["p99"], 4), "quant_p99": round(quant_lat["p99"], 4),
             "batch": 1, "threads": opts.threads, "runs": quant_lat["runs"],
-            "quant_load": round(getattr(runner, "load_seconds", 0.0) * 1e3, 3),
+            "quant_load": round(runner.load_seconds * 1e3, 3),
         },
         "plan_sha256": artifact.plan_sha256,
         # what the target decided for its own plan and why (e.g. ort_weight_grid: 8-bit or the 7-bit grid)

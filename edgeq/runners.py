@@ -7,7 +7,9 @@ runtime); a runner takes {input: float array} and returns {output: float array}.
 Contract for every runner: `run(feeds)` accepts any number of samples along the leading
 axis (a runtime with a fixed batch loops inside), takes and returns float arrays (an
 artifact with int8 I/O quantizes/dequantizes inside the runner with the artifact's own
-parameters), and has `load_seconds` (time to load the artifact).
+parameters), and has `load_seconds` (time to load the artifact) and `reference_executor` (True when
+it is not the target's own runtime but a stand-in, e.g. Core ML off macOS: its timings say nothing
+about a device, and it may be too slow to verify every sample).
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ def _ort_reason(msg: str) -> str:
 
 class OrtRunner:
     """An onnxruntime session that takes and returns {name: array}."""
+
+    reference_executor = False
 
     def __init__(self, model, threads: int = 1, optimize: bool | str = True, source: str = "model", outputs: list[str] | None = None):
         self.source = source

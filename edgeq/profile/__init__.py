@@ -248,7 +248,7 @@ def profile_path(path, devices, rate, threads: int = 1, runs: int = 50, measure:
         runner = art.runner(threads)
         lat = measure_latency(runner, random_feeds(art.input_specs()), runs=runs)
         prof["host_measured"] = _measured(lat, threads, runner.load_seconds)
-        if getattr(runner, "reference_executor", False):  # e.g. Core ML off macOS: edgeq's numpy MIL executor
+        if runner.reference_executor:  # e.g. Core ML off macOS: edgeq's numpy MIL executor
             prof["host_measured"]["note"] = "a reference executor (the target's runtime cannot run here): not a device latency"
         compare_host(prof, lat["p50"])
     return prof

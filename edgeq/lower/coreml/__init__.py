@@ -176,6 +176,8 @@ class MILRunner:
 class CoreMLPredictRunner:
     """Core ML itself through coremltools (macOS only)."""
 
+    reference_executor = False
+
     def __init__(self, artifact: Artifact):
         import coremltools as ct
 

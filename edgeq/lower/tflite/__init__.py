@@ -191,6 +191,8 @@ class LiteRTRunner:
     built-in kernels only) or "reference" (the reference kernels).
     """
 
+    reference_executor = False  # LiteRT itself, as the device runs it
+
     def __init__(self, artifact: Artifact, threads: int = 1, kernels: str = "auto"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
