@@ -56,6 +56,20 @@ class WeightPlan:
     scale_scale: list[float] | None = None  # ... of this step, one per 256 scales (bitsandbytes-style)
     derived: dict | None = None  # settings the parameters were computed for (an edit re-derives them)
 
+    def param_shape(self, shape=None) -> tuple[int, ...]:
+        """Shape of the parameter array (one scale / zero point / palette per group) under the
+        granularity, for this weight's shape (or `shape`): the one rule that slicing weights into
+        groups (quant/weights.py) and checking a plan's lists read."""
+        shape = list(self.shape if shape is None else shape)
+        if self.granularity == "per_tensor" or self.axis is None or not shape:
+            return (1,)
+        ax = self.axis % len(shape)
+        if self.granularity == "per_channel":  # palettes may share one table across block_size channels
+            g = self.block_size if schemes.of(self).palette and self.block_size else 1
+            return (-(-shape[ax] // g),)
+        shape[ax] = -(-shape[ax] // self.block_size) if self.block_size else 1  # per_block, along axis
+        return tuple(shape)
+
     def payload_bits(self) -> int:
         """Bits the weight values take (excluding scales), for size predictions."""
         n = int(np.prod(self.shape))
@@ -300,17 +314,9 @@ def _short(value) -> str:
 
 def _check_layout(w: WeightPlan, where: str) -> None:
     """axis within the shape, as many scales / zero points as the granularity needs, zero points on the grid."""
-    rank = len(w.shape)
     if w.bits is None or w.scale is None or schemes.of(w).palette:
         return
-    axis = (w.axis or 0) % max(rank, 1)
-    if w.granularity == "per_tensor" or w.axis is None:
-        want = 1
-    elif w.granularity == "per_channel":
-        want = w.shape[axis] if rank else 1
-    else:
-        blocks = -(-w.shape[axis] // w.block_size) if rank and w.block_size else 1
-        want = int(np.prod(w.shape)) // max(w.shape[axis], 1) * blocks if rank else 1
+    want = int(np.prod(w.param_shape()))
     if len(w.scale) != want:
         raise PlanError(f"{where}: {len(w.scale)} scale(s); {w.granularity} on axis {w.axis} of shape {w.shape} needs {want}")
     if w.zero_point is not None:

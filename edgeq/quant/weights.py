@@ -45,29 +45,25 @@ def needs_derive(wp: WeightPlan) -> bool:
 
 def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:
     """w as [groups, members] for the plan's granularity, plus the shape of the param array."""
+    pshape = wp.param_shape(w.shape)
     if wp.granularity == "per_tensor" or wp.axis is None:
-        return w.reshape(1, -1), (1,)
+        return w.reshape(1, -1), pshape
     ax = wp.axis
-    if wp.granularity == "per_channel":
+    if wp.granularity == "per_channel":  # groups of g channels (palettes); the last one padded by repetition
         g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
-        moved = np.moveaxis(w, ax, 0)
-        c = moved.shape[0]
-        pad = (-c) % g
-        flat = moved.reshape(c, -1)
+        flat = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
+        pad = pshape[0] * g - len(flat)
         if pad:
             flat = np.concatenate([flat, np.repeat(flat[-1:], pad, 0)])
-        return flat.reshape((c + pad) // g, -1), ((c + pad) // g,)
-    # per_block: blocks of block_size along `ax`; param shape = shape with ax -> n_blocks
-    b = wp.block_size
-    d = w.shape[ax]
-    nb = -(-d // b)
+        return flat.reshape(pshape[0], -1), pshape
+    # per_block: blocks of block_size along `ax`, zero-padded; param shape = shape with ax -> n_blocks
+    b, d = wp.block_size, w.shape[ax]
+    nb = pshape[ax]
     moved = np.moveaxis(w, ax, -1)
     if nb * b != d:
         moved = np.concatenate([moved, np.zeros((*moved.shape[:-1], nb * b - d), w.dtype)], -1)
     blocks = moved.reshape(*moved.shape[:-1], nb, b)
-    pshape = list(w.shape)
-    pshape[ax] = nb
-    return np.moveaxis(blocks, w.ndim - 1, ax).reshape(-1, b), tuple(pshape)
+    return np.moveaxis(blocks, w.ndim - 1, ax).reshape(-1, b), pshape
 
 
 def expand(params: np.ndarray, wp: WeightPlan, shape: tuple) -> np.ndarray:
@@ -82,10 +78,7 @@ def expand(params: np.ndarray, wp: WeightPlan, shape: tuple) -> np.ndarray:
         bshape = [1] * len(shape)
         bshape[ax] = -1
         return np.broadcast_to(per_ch.reshape(bshape), shape)
-    nb = -(-shape[ax] // wp.block_size)
-    pshape = list(shape)
-    pshape[ax] = nb
-    return np.take(np.repeat(params.reshape(pshape), wp.block_size, ax), range(shape[ax]), axis=ax)
+    return np.take(np.repeat(params.reshape(wp.param_shape(shape)), wp.block_size, ax), range(shape[ax]), axis=ax)
 
 
 def _linear_group_params(rows: np.ndarray, bits: int, symmetric: bool, clip: float | np.ndarray = 1.0):
