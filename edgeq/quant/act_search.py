@@ -238,7 +238,7 @@ def cache_path(graph: Graph, plan: QuantPlan, data, wide, limit: int) -> Path:
 
     grids = {k: v for k, v in plan.to_dict().items() if k in ("mode", "weights", "activations", "tensors")}  # not the target
     h = hashlib.sha256(f"{__version__} {graph.sha256()} {dumps_json(grids)} {wide} {limit}".encode())
-    h.update(repr((SEARCH_SAMPLES, SEARCH_WORK, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN, 3)).encode())
+    h.update(repr((SEARCH_SAMPLES, SEARCH_WORK, RANK_SAMPLES, RANK_WORK, NOISE_GOAL, MAX_WIDE_FRACTION, GAIN, 4)).encode())
     for k in sorted(data.arrays):
         h.update(k.encode() + np.ascontiguousarray(data.arrays[k]).tobytes())
     return cache_dir().parent / "act_precision" / f"{h.hexdigest()}.json"
@@ -284,15 +284,20 @@ def choose(graph: Graph, plan: QuantPlan, calib, targets: list[str], max_wide: i
 def _choose(sim, graph, plan, groups, data, rank_data, work, wide, limit) -> ActDecision:
     """The decision, measured; the plan is left as it is."""
     ref = OrtRunner(graph.serialize(), threads=2, optimize=False).run_batches(data, sim.batch)
-    n0 = relative_noise(ref, sim.run(plan_grids(plan, {}, groups), data))
+    outs = {0: sim.run(plan_grids(plan, {}, groups), data)}  # outputs with the top k groups wide, per k tried
+    n0 = relative_noise(ref, outs[0])
     sens = rank(sim, plan, groups, rank_data, work) if n0 > NOISE_GOAL else {}
     order = sorted(groups, key=lambda g: -sens.get(g, 0.0))
-    noise_at = lambda k: relative_noise(ref, sim.run(plan_grids(plan, {g: wide for g in order[:k]}, groups), data))  # noqa: E731
+
+    def noise_at(k: int) -> float:
+        outs[k] = sim.run(plan_grids(plan, {g: wide for g in order[:k]}, groups), data)
+        return relative_noise(ref, outs[k])
+
     best = smallest_k(noise_at, min(limit, len(order)), n0)
     widened = {g: wide for g in order[:best]}
     decision = ActDecision(noise_int8=n0, groups=len(groups), max_wide=limit)
     # Logits: argmax must not tie because the output grid is coarse.
-    final = sim.run(plan_grids(plan, widened, groups), data)
+    final = outs[best]  # smallest_k ran it (or it is the all-int8 run)
     for out in sim.outputs:
         g = next((k for k, m in groups.items() if out in m), None)
         if g is None:
