@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,9 +26,26 @@ DROP_METADATA = ("com.github.apple.coremltools.conversion_date",)
 UUID_NAMESPACE = uuid.UUID("6c0b3e6e-7d3c-4f1a-9a43-6564676571ff")  # edgeq's own namespace for item ids
 
 
+# Frameworks coremltools imports at start-up for converters edgeq never calls (edgeq builds the MIL
+# program itself): hidden while it loads, unless this process already imported them. torch alone
+# was 6.5 of the 9 s `--target coreml` spent importing coremltools (rapid-layout's profile).
+UNUSED_FRAMEWORKS = ("torch", "torchvision", "tensorflow", "sklearn", "transformers", "xgboost")
+
+
 def quiet_coremltools():
-    """coremltools warns at import about macOS-only parts and untested torch/sklearn versions."""
+    """Import coremltools without the frameworks above, and without its warnings about macOS-only
+    parts and untested framework versions."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
+    if "coremltools" in sys.modules:
+        return
+    hidden = [m for m in UNUSED_FRAMEWORKS if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # `import m` raises ImportError: coremltools marks the framework absent
+    try:
+        import coremltools  # noqa: F401
+    finally:
+        for m in hidden:
+            sys.modules.pop(m, None)
 
 
 @contextlib.contextmanager
