@@ -79,7 +79,7 @@ def lower_dynamic(ctx: LoweringContext, node: onnx.NodeProto, wp: WeightPlan) ->
     q = grid(wp, w.shape).codes(w).astype(np.int8)
     transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
     q = q.T if transposed else q
-    per_col = wp.granularity == "per_channel"
+    per_col = wp.per_channel
     names = [f"{wp.tensor}_quantized", f"{wp.tensor}_scale", f"{wp.tensor}_zero_point"]
     ctx.new_inits += [numpy_helper.from_array(np.ascontiguousarray(q), names[0]),
                       numpy_helper.from_array(np.asarray(wp.scale if per_col else wp.scale[0], np.float32), names[1]),
@@ -152,8 +152,8 @@ class LoweringContext:
             raise PlanError(f"weight '{wp.tensor}' (node '{wp.node}'): the ort target holds linear weights, not palettes; use --target coreml or a linear scheme")
         w = self.graph.initializer(wp.tensor)
         q = grid(wp, w.shape).codes(w)  # the plan's grid, elementwise (edgeq/quant/weights.py)
-        axis = wp.axis if wp.granularity in ("per_channel", "per_block") else None
-        pshape = _param_shape(wp, w.shape)
+        axis = None if wp.per_tensor else wp.axis
+        pshape = wp.param_shape(w.shape)  # [C] per channel, the blocked weight shape per block
         scale = np.asarray(wp.scale, np.float32).reshape(pshape) if axis is not None else np.float32(wp.scale[0])
         zp = np.asarray(wp.zero_point, np.int64).reshape(pshape) if axis is not None else np.int64(wp.zero_point[0])
         q_name, s_name, z_name = f"{wp.tensor}_quantized", f"{wp.tensor}_scale", f"{wp.tensor}_zero_point"
@@ -169,7 +169,7 @@ class LoweringContext:
                 self.on_int8_grid.setdefault(wp.bits, []).append(wp.node)
         self.new_inits.append(numpy_helper.from_array(np.asarray(scale, np.float32), s_name))
         attrs = {"axis": axis} if axis is not None else {}
-        if wp.granularity == "per_block":
+        if wp.per_block:
             attrs["block_size"] = wp.block_size
         self.new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [wp.tensor], name=f"{wp.tensor}_DequantizeLinear", **attrs))
         self.drop_inits.add(wp.tensor)
@@ -342,7 +342,7 @@ INT4_OPSET = 21  # DequantizeLinear-21: INT4 inputs, block_size, int16 zero poin
 def _opset_needed(plan: QuantPlan, options: dict) -> int:
     """21 when the plan has INT4-storable weights, blocks or 16-bit activations, else 0."""
     int4 = options.get("ort_int4", False) and any(w.bits is not None and w.bits <= 4 for w in plan.weights.values())
-    blocks = any(w.bits is not None and w.granularity == "per_block" for w in plan.weights.values())
+    blocks = any(w.bits is not None and w.per_block for w in plan.weights.values())
     act16 = plan.mode == "static" and any(a.bits == 16 for a in plan.activations.values())
     return INT4_OPSET if int4 or blocks or act16 else 0
 
@@ -361,15 +361,6 @@ def _convert_opset(g: Graph, opset: int) -> Graph:
         raise PlanError(f"{g.source}: {why.format(opset)} and the model cannot be converted "
                         f"({str(e).splitlines()[0][:120]}); {fix}") from None
     return Graph(m, g.source)
-
-
-def _param_shape(wp: WeightPlan, shape) -> tuple:
-    """Shape of the DequantizeLinear scale: per channel [C], per block the blocked weight shape."""
-    if wp.granularity == "per_block":
-        p = list(shape)
-        p[wp.axis] = -(-shape[wp.axis] // wp.block_size)
-        return tuple(p)
-    return (len(wp.scale),)
 
 
 def _write_ort_format(onnx_path: Path, notes: list[str]) -> Path:

@@ -41,7 +41,7 @@ def runs_integer(graph: Graph, plan: QuantPlan, node: onnx.NodeProto) -> bool:
 
 def dynamic_eligible(graph: Graph, node: onnx.NodeProto, wp: WeightPlan) -> bool:
     """MatMul/Gemm (plain alpha/beta, 2-D weight) with a linear per-tensor/per-output-channel grid."""
-    if node.op_type not in ("MatMul", "Gemm") or scheme_of(wp).palette or wp.granularity == "per_block":
+    if node.op_type not in ("MatMul", "Gemm") or scheme_of(wp).palette or wp.per_block:
         return False
     if graph.initializer(wp.tensor).ndim != 2 or len(graph.consumers.get(wp.tensor, [])) != 1:
         return False
@@ -60,7 +60,7 @@ def weight_form(graph: Graph, plan: QuantPlan, node: onnx.NodeProto, wp: WeightP
 
 
 def bias_is_integer(plan: QuantPlan, wp: WeightPlan, form: str) -> bool:
-    return form in ("int8", "int4") and act_scale(plan, wp.input) is not None and wp.granularity != "per_block"
+    return form in ("int8", "int4") and act_scale(plan, wp.input) is not None and not wp.per_block
 
 
 def weight_forms(graph: Graph, plan: QuantPlan, int4: bool) -> dict[str, tuple[WeightPlan, str]]:

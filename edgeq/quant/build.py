@@ -113,7 +113,7 @@ def check_channel_axes(graph: Graph, plan: QuantPlan, source: str = "plan") -> N
     output channel (and its bias with it). An edited axis is refused in one line."""
     for k, n in weighted_nodes(graph):
         w = plan.weights.get(n.input[1])
-        if w is None or w.bits is None or w.granularity != "per_channel" or w.axis is None:
+        if w is None or w.bits is None or not w.per_channel:
             continue
         want = weight_axis(graph, n)
         if n.op_type == "ConvTranspose" and get_attr(n, "group", 1) != 1:

@@ -56,15 +56,29 @@ class WeightPlan:
     scale_scale: list[float] | None = None  # ... of this step, one per 256 scales (bitsandbytes-style)
     derived: dict | None = None  # settings the parameters were computed for (an edit re-derives them)
 
+    # How the parameter groups lie; exactly one holds. A per-channel entry without an axis is one
+    # group (per-tensor), and a per-block entry always has an axis (validation says so).
+    @property
+    def per_tensor(self) -> bool:
+        return self.granularity == "per_tensor" or self.axis is None
+
+    @property
+    def per_channel(self) -> bool:
+        return self.granularity == "per_channel" and self.axis is not None
+
+    @property
+    def per_block(self) -> bool:
+        return self.granularity == "per_block" and self.axis is not None
+
     def param_shape(self, shape=None) -> tuple[int, ...]:
         """Shape of the parameter array (one scale / zero point / palette per group) under the
         granularity, for this weight's shape (or `shape`): the one rule that slicing weights into
         groups (quant/weights.py) and checking a plan's lists read."""
         shape = list(self.shape if shape is None else shape)
-        if self.granularity == "per_tensor" or self.axis is None or not shape:
+        if self.per_tensor or not shape:
             return (1,)
         ax = self.axis % len(shape)
-        if self.granularity == "per_channel":  # palettes may share one table across block_size channels
+        if self.per_channel:  # palettes may share one table across block_size channels
             g = self.block_size if schemes.of(self).palette and self.block_size else 1
             return (-(-shape[ax] // g),)
         shape[ax] = -(-shape[ax] // self.block_size) if self.block_size else 1  # per_block, along axis

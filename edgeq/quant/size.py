@@ -72,7 +72,7 @@ def generic_storage(graph: Graph, plan: QuantPlan, fmt: dict) -> dict[str, Store
         sch = schemes.of(w)
         containers = fmt.get(f"{'palette' if sch.palette else 'linear'}_code_containers", fmt["code_containers"])
         n, channels = int(np.prod(w.shape)), len(w.scale or [])
-        if sch.linear and fmt.get("linear_lut_bits") and w.granularity in ("per_tensor", "per_channel"):
+        if sch.linear and fmt.get("linear_lut_bits") and not w.per_block:
             _, _, nbytes = cheapest_linear(w.bits, n, channels, containers, fmt["linear_lut_bits"], fmt["float_bytes"],
                                            sch.zero_points)
             out[w.tensor] = Stored(nbytes)

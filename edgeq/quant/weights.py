@@ -46,10 +46,10 @@ def needs_derive(wp: WeightPlan) -> bool:
 def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:
     """w as [groups, members] for the plan's granularity, plus the shape of the param array."""
     pshape = wp.param_shape(w.shape)
-    if wp.granularity == "per_tensor" or wp.axis is None:
+    if wp.per_tensor:
         return w.reshape(1, -1), pshape
     ax = wp.axis
-    if wp.granularity == "per_channel":  # groups of g channels (palettes); the last one padded by repetition
+    if wp.per_channel:  # groups of g channels (palettes); the last one padded by repetition
         g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
         flat = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
         pad = pshape[0] * g - len(flat)
@@ -69,10 +69,10 @@ def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:
 def expand(params: np.ndarray, wp: WeightPlan, shape: tuple) -> np.ndarray:
     """Per-group values -> one value per weight element (same layout as the weight)."""
     params = np.asarray(params)
-    if wp.granularity == "per_tensor" or wp.axis is None:
+    if wp.per_tensor:
         return np.broadcast_to(params.reshape(()), shape)
     ax = wp.axis
-    if wp.granularity == "per_channel":
+    if wp.per_channel:
         g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
         per_ch = np.repeat(params, g)[: shape[ax]]
         bshape = [1] * len(shape)

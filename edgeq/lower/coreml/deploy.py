@@ -25,7 +25,7 @@ def plan_needs(plan: QuantPlan) -> list[tuple[str, str, bool]]:
                 needs.append(("ios18", f"weight '{wp.tensor}' has per-channel-group palettes", True))
             if wp.bits == 3:
                 needs.append(("ios18", f"weight '{wp.tensor}' has a 3-bit palette", True))
-        elif wp.granularity == "per_block":
+        elif wp.per_block:
             needs.append(("ios18", f"weight '{wp.tensor}' is quantized per block", True))
         elif wp.bits <= 4:
             needs.append(("ios18", f"weight '{wp.tensor}' is {wp.bits}-bit linear (int4 storage)", False))

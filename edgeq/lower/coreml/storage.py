@@ -35,9 +35,9 @@ LUT_BITS = {"ios16": (1, 2, 4, 6, 8), "ios17": (1, 2, 4, 6, 8), "ios18": (1, 2, 
 
 def linear_kind(wp: WeightPlan, shape, axis, zp_any: bool, float_bytes: int, min_os: str) -> str:
     """'lut', 'int4' or 'int8': the storage of a linear weight."""
-    if min_os == "ios18" and wp.granularity in ("per_tensor", "per_channel") and not (wp.granularity == "per_channel" and axis is None):
+    if min_os == "ios18" and not wp.per_block:  # `axis` is wp.axis in the program's layout
         fmt = target_spec("coreml").storage_format()
-        channels = shape[axis] if wp.granularity == "per_channel" else 1
+        channels = shape[axis] if wp.per_channel else 1
         kind, _, _ = cheapest_linear(wp.bits, int(np.prod(shape)), channels, fmt["linear_code_containers"],
                                      fmt["linear_lut_bits"], float_bytes, zp_any)
         if kind == "lut":

@@ -97,11 +97,11 @@ def _linear(ctx, wp, g, codes, axis, name, dt):
         v = mb.constexpr_blockwise_shift_scale(data=codes.astype(sdt), scale=scale, name=name, **kw)
         _record(ctx, wp, "constexpr_blockwise_shift_scale", 4 if int4 else 8, "int4" if int4 else "int8")
         return v
-    if wp.granularity == "per_block":
+    if wp.per_block:
         raise PlanError(f"weight '{wp.tensor}' (node '{wp.node}'): per-block weights need --min-os ios18")
     if wp.bits < 8:
         ctx.notes.append(f"{wp.node}: {wp.bits}-bit linear weights stored on the int8 grid (int4 needs --min-os ios18)")
-    if wp.granularity == "per_tensor" or axis is None:
+    if wp.per_tensor:
         scale, zp, ax = np.asarray(g.scale.ravel()[0], dt), np.int8(g.zero_point.ravel()[0]), 0
     else:
         pshape = param_shape(wp, codes.shape, axis)
@@ -119,7 +119,7 @@ def _linear_lut(ctx, wp, g, codes, axis, name, dt):
     n_bits = lut_bits(wp.bits, "ios18")
     qmin, _ = qrange(wp.bits, signed=True, narrow=g.narrow)
     shape = codes.shape
-    per_channel = wp.granularity == "per_channel"
+    per_channel = wp.per_channel
     ch_axis = axis if per_channel else 0
     first = tuple(slice(None) if k == ch_axis else slice(0, 1) for k in range(len(shape)))
     scale = np.asarray(g.scale[first], np.float64).reshape(-1)[: shape[ch_axis] if per_channel else 1]
@@ -136,9 +136,9 @@ def _linear_lut(ctx, wp, g, codes, axis, name, dt):
 
 def param_shape(wp: WeightPlan, shape: tuple, axis: int | None) -> tuple:
     """Shape of the scale tensor Core ML's blockwise op takes (same rank as the weight)."""
-    if wp.granularity == "per_tensor" or axis is None:
+    if wp.per_tensor:
         return (1,) * len(shape)
-    if wp.granularity == "per_channel":
+    if wp.per_channel:
         return tuple(d if k == axis else 1 for k, d in enumerate(shape))
     if shape[axis] % wp.block_size:
         raise PlanError(f"weight '{wp.tensor}' (node '{wp.node}'): block size {wp.block_size} does not divide "

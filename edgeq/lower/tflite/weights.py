@@ -36,7 +36,7 @@ def weight(ctx: Ctx, name: str, to_tfl: Callable[[np.ndarray], np.ndarray], tfl_
     label = name if rows is None else f"{name}[{rows.start}:{rows.stop}]"
     if not integer:
         return float_weight(ctx, label, to_tfl(w.astype(np.float32)[rows if rows is not None else slice(None)]))
-    axis = wp.axis if wp.granularity == "per_channel" else None
+    axis = wp.axis if wp.per_channel else None
     q = quantize(w, wp.scale, wp.zero_point, wp.bits, signed=True, axis=axis, narrow=scheme_of(wp).narrow)
     scales = list(wp.scale)
     if rows is not None:
