@@ -23,7 +23,7 @@ from edgeq.graph import Graph
 from edgeq.lower import check_lowerable, expand_all, get_target, target_data
 from edgeq.passes import run_passes
 from edgeq.profile import measure_pair, one_sample, profile_artifact
-from edgeq.progress import progress_bar
+from edgeq.progress import progress_bar, stage
 from edgeq.quant.act_precision import before_plan
 from edgeq.quant.build import check_channel_axes
 from edgeq.quant.data import Dataset, load_dataset, random_dataset
@@ -123,7 +123,8 @@ def make_plan(graph: Graph, opts: Options) -> tuple[Graph, QuantPlan, Dataset, D
         facts["warnings"] += calib.notes
     if calib is not None and len(calib) < 32 and not calib.random:
         facts["warnings"].append(f"calibration set is small ({len(calib)} samples); ranges may not cover real inputs (32+ recommended)")
-    facts["warnings"] += data_warnings(graph, plan, calib, val)  # degenerate data, validation coverage
+    with stage("checking calibration coverage", opts.progress):
+        facts["warnings"] += data_warnings(graph, plan, calib, val)  # degenerate data, validation coverage
     # The plan as plan.json holds it (sorted names): lowerings walk it in that order, so
     # `compile --plan plan.json` lowers byte-for-byte what this compile lowers.
     return graph, QuantPlan.from_dict(json.loads(plan.to_json()), check=False), calib, val, facts
@@ -173,22 +174,25 @@ def run_compile(model, opts: Options) -> dict:
     for target in targets:
         target.check_options(opts.target_options)  # an API caller's option values, as the CLI flags check them
     load_devices(opts.devices)  # unknown device: fail before any work
-    graph = prepare(model, opts)
+    with stage("loading and checking the model", opts.progress):
+        graph = prepare(model, opts)
     graph, plan, calib, val, facts = make_plan(graph, opts)
     lowered = plan_graph(graph, plan)  # the float graph, with the plan's GPTQ/AWQ-rewritten weights
     tplans = target_plans(graph, lowered, plan, targets, opts)  # the shared plan itself is never changed from here on
     stem = model_stem(model)
     float_runner = OrtRunner(graph.serialize(), threads=opts.threads, source=graph.source)
     bs = batch_size_for(graph)
-    ref = float_runner.run_batches(val, bs)
+    with stage("running the float model on the validation data", opts.progress):
+        ref = float_runner.run_batches(val, bs)
     entries = []
     with StagingDir(opts.out) as staging:
         for name, target, (tplan, own_plan) in zip(opts.targets, targets, tplans):
             if own_plan:
                 write_text(staging.path / f"plan.{name}.json", tplan.to_json())  # what this target lowered, exactly
-            artifact = target.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
-            payload = target.payload(artifact)  # the constants as written, read back from the artifact
-            runner = make_runner(artifact, opts.threads)
+            with stage(f"lowering to {name}", opts.progress):
+                artifact = target.lower(lowered, tplan, staging.path, stem, {"ort_format": opts.ort_format, **opts.target_options})
+                payload = target.payload(artifact)  # the constants as written, read back from the artifact
+                runner = make_runner(artifact, opts.threads)
             vset, vref = val, ref
             n = reference_samples(lowered, len(val)) if runner.reference_executor else len(val)
             if n < len(val):
@@ -199,13 +203,14 @@ def run_compile(model, opts: Options) -> dict:
             with progress_bar(f"verifying {name}", len(vset), opts.progress) as bar:
                 got = run_batches(runner, vset, bs, bar.update)
             verify = {**compare(vref, got, vset.labels), "samples": len(vset)}
-            cross = target.cross_checks(artifact, lowered, tplan, first(vset.arrays), first(vref), first(got))
-            if cross is not None:  # a second runtime or the plan's simulation, on the first samples
-                verify["cross_checks"] = cross
-            # Alternating with the float graph: both see the same machine noise.
-            reference = runner.reference_executor  # timings say nothing about the device: few runs
-            float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
-                                                warmup=0 if reference else 5, runs=1 if reference else opts.latency_runs)
+            with stage(f"cross-checking and timing {name}", opts.progress):
+                cross = target.cross_checks(artifact, lowered, tplan, first(vset.arrays), first(vref), first(got))
+                if cross is not None:  # a second runtime or the plan's simulation, on the first samples
+                    verify["cross_checks"] = cross
+                # Alternating with the float graph: both see the same machine noise.
+                reference = runner.reference_executor  # timings say nothing about the device: few runs
+                float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
+                                                    warmup=0 if reference else 5, runs=1 if reference else opts.latency_runs)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             facts["warnings"] += quality_warnings(name, verify, float_lat["p50"], quant_lat["p50"],
                                                   timed=not reference)
