@@ -70,6 +70,12 @@ class WeightPlan:
     def per_block(self) -> bool:
         return self.granularity == "per_block" and self.axis is not None
 
+    @property
+    def channels_per_group(self) -> int:
+        """Channels that share one parameter group per channel: a palette may share one table
+        across block_size channels; a linear grid has one scale per channel."""
+        return self.block_size if schemes.of(self).palette and self.block_size else 1
+
     def param_shape(self, shape=None) -> tuple[int, ...]:
         """Shape of the parameter array (one scale / zero point / palette per group) under the
         granularity, for this weight's shape (or `shape`): the one rule that slicing weights into
@@ -78,9 +84,8 @@ class WeightPlan:
         if self.per_tensor or not shape:
             return (1,)
         ax = self.axis % len(shape)
-        if self.per_channel:  # palettes may share one table across block_size channels
-            g = self.block_size if schemes.of(self).palette and self.block_size else 1
-            return (-(-shape[ax] // g),)
+        if self.per_channel:
+            return (-(-shape[ax] // self.channels_per_group),)
         shape[ax] = -(-shape[ax] // self.block_size) if self.block_size else 1  # per_block, along axis
         return tuple(shape)
 

@@ -50,7 +50,7 @@ def group_view(w: np.ndarray, wp: WeightPlan) -> tuple[np.ndarray, tuple]:
         return w.reshape(1, -1), pshape
     ax = wp.axis
     if wp.per_channel:  # groups of g channels (palettes); the last one padded by repetition
-        g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
+        g = wp.channels_per_group
         flat = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
         pad = pshape[0] * g - len(flat)
         if pad:
@@ -73,8 +73,7 @@ def expand(params: np.ndarray, wp: WeightPlan, shape: tuple) -> np.ndarray:
         return np.broadcast_to(params.reshape(()), shape)
     ax = wp.axis
     if wp.per_channel:
-        g = wp.block_size if schemes.of(wp).palette and wp.block_size else 1
-        per_ch = np.repeat(params, g)[: shape[ax]]
+        per_ch = np.repeat(params, wp.channels_per_group)[: shape[ax]]
         bshape = [1] * len(shape)
         bshape[ax] = -1
         return np.broadcast_to(per_ch.reshape(bshape), shape)

