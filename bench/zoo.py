@@ -184,7 +184,7 @@ def high_water_mb(wrapper_pid: int) -> float:
 
 def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: float, cache: Path | None = None) -> dict:
     """One `edgeq compile` subprocess; `target` may name several (comma-separated). `cache`: an
-    $EDGEQ_CACHE_DIR emptied first (None: the caller's environment)."""
+    $EDGEQ_CACHE_DIR of this compile alone, empty before and removed after (None: the caller's)."""
     cmd = [sys.executable, "-m", "edgeq.cli", "compile", str(zoo.model), "--target", target, "--calib", str(calib),
            "--val", str(val), "-o", str(out), "--json"]
     if zoo.shape:
@@ -213,6 +213,8 @@ def compile_edgeq(zoo, target: str, calib: Path, val: Path, out: Path, timeout: 
             os.killpg(proc.pid, signal.SIGKILL)
             raise
         seconds = time.perf_counter() - start
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     peak = int(rss.read_text()) / 1024 if rss.is_file() else hwm if timed_out else float("nan")
     res = {"cmd": " ".join(cmd), "seconds": round(seconds, 1), "peak_rss_mb": round(peak, 1),
            "exit": proc.returncode}
@@ -296,8 +298,6 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print, 
     for target in targets:
         cache = None if shared_cache else d / f"cache_{target}"
         c = compile_edgeq(zoo, target, calib, val, d / f"out_{target}", timeout, cache)
-        if cache is not None:
-            shutil.rmtree(cache, ignore_errors=True)
         if c["status"] == "ok":
             try:
                 r = artifact_runner(c["artifact"], zoo.input, target)
@@ -317,9 +317,7 @@ def bench_model(zoo, targets: list[str], work: Path, timeout: float, log=print, 
         log(f"  {zoo.name} edgeq {target}: {c['status']}, {c['seconds']} s, {c['peak_rss_mb']} MB, {c.get('metrics')}")
     if len(targets) > 1:
         every = ",".join(targets)
-        cache = d / "cache_all"
-        c = compile_edgeq(zoo, every, calib, val, d / "out_all", timeout, cache)
-        shutil.rmtree(cache, ignore_errors=True)
+        c = compile_edgeq(zoo, every, calib, val, d / "out_all", timeout, d / "cache_all")
         res["targets"][every] = c
         log(f"  {zoo.name} edgeq {every}: {c['status']}, {c['seconds']} s, {c['peak_rss_mb']} MB")
     return res
