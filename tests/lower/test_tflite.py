@@ -234,3 +234,38 @@ def test_lstm_directions_match_onnxruntime(tmp_path, direction):
         for k in ("Y", "Y_h"):
             np.testing.assert_allclose(got[k], ref[k], atol=1e-5)
     assert any("reset" in n for n in art.notes)
+
+
+def test_1d_convs_stay_integer_when_lifted_to_2d(tmp_path):
+    """A 1-D Conv(+Relu) is lowered as a height-1 CONV_2D (LiteRT is 2-D): the lifted tensors keep
+    the plan's grids and weights, so the kernel is int8 with its Relu fused (silero-vad's encoder
+    ran float with float32 weights, 1.7x the predicted bytes, before), and matches the plan's
+    integer simulation on onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.pipeline import predicted_bytes
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in (("c1.w", (16, 4, 5)), ("c1.b", (16,)), ("c2.w", (8, 16, 3)), ("c2.b", (8,)))]
+    nodes = [helper.make_node("Conv", ["input", "c1.w", "c1.b"], ["y1"], name="c1", pads=[2, 2]),
+             helper.make_node("Relu", ["y1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["logits"], name="c2", strides=[2])]
+    model = helper.make_model(helper.make_graph(nodes, "conv1d", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 32])],
+                                                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 8, 16])], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    g = run_passes(Graph(model, "conv1d"))
+    x = rng.normal(0, 1, (16, 4, 32)).astype(np.float32)
+    plan = _plan(g, observe(g, load_dataset({"input": x}, g)))
+    art, got = _run(tmp_path, g, plan, x)
+    m = read_model(art.path.read_bytes())
+    ops, sg = op_names(m), m.subgraphs[0]
+    convs = [o for o, name in zip(sg.operators, ops) if name == "CONV_2D"]
+    assert len(convs) == 2 and "RELU" not in ops
+    assert all(sg.tensors[c.inputs[1]].type == fb.TensorType.INT8 for c in convs)
+    assert convs[0].builtinOptions.fusedActivationFunction == fb.ActivationFunctionType.RELU
+    ort = get_target("ort").lower(g, plan, tmp_path, "sim", {"ort_format": False})
+    sim = OrtRunner(str(ort.path), optimize=False).run({"input": x})["logits"]
+    assert np.abs(got - sim).max() <= plan.activations["logits"].scale * 1.001
+    # int8 weights as predicted (float32 ones were 2.3x); the rest is the lift's shape constants
+    assert abs(tflite.payload(art) / predicted_bytes(g, plan, "tflite", {})["total"] - 1) < 0.1

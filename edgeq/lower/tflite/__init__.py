@@ -111,7 +111,7 @@ def build(graph: Graph, plan: QuantPlan, options: dict | None = None) -> tuple[b
     opts = TfliteOptions.from_dict(options)
     g = L.static_graph(graph)
     L.check_static(g, NAME)
-    ctx = Ctx(g, plan, opts)
+    ctx = Ctx(g, L.lifted_plan(plan, dict(g.records["lift_1d"])), opts)
     io = {}
     for spec in g.inputs:
         layout = "nhwc" if opts.io_layout == "nhwc" and len(spec.shape) == 4 else "onnx"

@@ -60,7 +60,8 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
             dims[0].Clear()
             dims[0].dim_value = batch
     g = infer(g)
-    if lift_1d(g):
+    aliases = lift_1d(g)
+    if aliases:
         g = infer(g)
     if any(n.op_type == "LSTM" for n in g.nodes):  # state in / final cell state out: unrolled (passes/rnn.py)
         from edgeq.passes.rnn import unroll_lstms
@@ -69,6 +70,7 @@ def static_graph(graph: Graph, batch: int = 1) -> Graph:
     g = PASSES["fold_shapes"](g)  # the same shape folding the normalization passes run, now with the batch bound
     if fuse_erf_gelu(g):  # after the last shape inference: opset < 20 has no Gelu to infer
         g.refresh()
+    g.records["lift_1d"] = sorted(aliases.items())  # (new name, original): lifted_plan reads them
     return g
 
 
@@ -128,30 +130,39 @@ def check_static(g: Graph, target: str) -> None:
 LIFTED_1D = ("Conv", "ConvTranspose", "MaxPool", "AveragePool")
 
 
-def lift_1d(g: Graph) -> bool:
+PULLED_1D = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh", "HardSwish")
+
+
+def lift_1d(g: Graph) -> dict[str, str]:
     """1-D Conv / ConvTranspose / pools as their 2-D form on an [N, C, 1, L] view (LiteRT is 2-D).
 
     Unsqueeze(axis 2) -> the 2-D op with a height-1 window -> Squeeze(axis 2), in ONNX itself,
-    so the lowering sees only 2-D windows.
+    so the lowering sees only 2-D windows. An activation that is the op's only consumer moves
+    inside (before the Squeeze) so the kernel can still fuse it. Returns {new name: original}
+    for every tensor the lift renamed: the plan's grids and weight entries apply to them as to
+    the originals (lifted_plan), so a lifted layer stays as integer as the plan says.
     """
     from onnx import helper
 
-    changed = False
-    nodes = []
+    aliases: dict[str, str] = {}
+    nodes, pulled = [], set()
     inits = {t.name: t for t in g.model.graph.initializer}
+    outputs = {o.name for o in g.model.graph.output}
     for n in g.model.graph.node:
+        if id(n) in pulled:
+            continue
         shape = g.shape(n.input[0]) if n.op_type in LIFTED_1D else None
         w = inits.get(n.input[1]) if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1 else None
         if shape is None or len(shape) != 3 or (n.op_type in ("Conv", "ConvTranspose") and w is None):
             nodes.append(n)
             continue
-        changed = True
         axes = f"{n.name or n.output[0]}_lift_axes"
         as_input = g.opset >= 13  # Unsqueeze / Squeeze take axes as an input from opset 13
         if as_input:
             g.model.graph.initializer.append(numpy_helper.from_array(np.asarray([2], np.int64), axes))
         kw = {} if as_input else {"axes": [2]}
         x4, y4 = f"{n.input[0]}_as_2d", f"{n.output[0]}_as_2d"
+        aliases[x4], aliases[y4] = n.input[0], n.output[0]
         nodes.append(helper.make_node("Unsqueeze", [n.input[0], axes][: 1 + as_input], [x4], name=f"{n.name}_lift", **kw))
         inputs = [x4, *n.input[1:]]
         if w is not None:
@@ -159,6 +170,7 @@ def lift_1d(g: Graph) -> bool:
             w4 = w4.reshape(w4.shape[0], w4.shape[1], 1, w4.shape[2])
             g.model.graph.initializer.append(numpy_helper.from_array(w4, f"{w.name}_as_2d"))
             inputs[1] = f"{w.name}_as_2d"
+            aliases[inputs[1]] = w.name
         attrs = {}
         for a in n.attribute:
             v = helper.get_attribute_value(a)
@@ -170,9 +182,37 @@ def lift_1d(g: Graph) -> bool:
                 v = [1, *v]
             attrs[a.name] = v
         nodes.append(helper.make_node(n.op_type, inputs, [y4, *n.output[1:]], name=n.name, **attrs))
-        nodes.append(helper.make_node("Squeeze", [y4, axes][: 1 + as_input], [n.output[0]], name=f"{n.name}_unlift", **kw))
-    if changed:
+        last, last4 = n.output[0], y4
+        users = g.consumers.get(n.output[0], [])
+        if (len(users) == 1 and n.output[0] not in outputs and users[0].op_type in PULLED_1D
+                and all(g.is_const(i) for i in users[0].input[1:] if i)):
+            u = users[0]
+            pulled.add(id(u))
+            last, last4 = u.output[0], f"{u.output[0]}_as_2d"
+            aliases[last4] = last
+            nodes.append(helper.make_node(u.op_type, [y4, *u.input[1:]], [last4], name=u.name, domain=u.domain,
+                                          **{a.name: helper.get_attribute_value(a) for a in u.attribute}))
+        nodes.append(helper.make_node("Squeeze", [last4, axes][: 1 + as_input], [last], name=f"{n.name}_unlift", **kw))
+    if aliases:
         del g.model.graph.node[:]
         g.model.graph.node.extend(nodes)
         g.refresh()
-    return changed
+    return aliases
+
+
+def lifted_plan(plan, aliases: dict[str, str]):
+    """The plan with every tensor lift_1d renamed given its original's entry (grid, weight
+    parameters; a lifted weight only gains a height-1 dim, so its channel axis is unchanged)."""
+    from dataclasses import replace
+
+    if not aliases:
+        return plan
+    acts, weights = dict(plan.activations), dict(plan.weights)
+    for new, old in aliases.items():
+        if old in plan.activations:
+            a = plan.activations[old]
+            acts[new] = replace(a, tensor=new, shared_with=a.shared_with or old)
+        if old in plan.weights:
+            wp = plan.weights[old]
+            weights[new] = replace(wp, tensor=new, shape=[*wp.shape[:2], 1, *wp.shape[2:]])
+    return replace(plan, activations=acts, weights=weights)
