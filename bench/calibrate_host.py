@@ -20,7 +20,11 @@ What it measures, single-threaded (edgeq's default --threads 1):
                  small mobile CNNs: chains of 6 Conv+ReLU (dense 1x1, depthwise 3x3) run as
                  the float model and as edgeq's own int8 ORT artifact of it (QDQ, which
                  onnxruntime fuses into QLinearConv), work / time pooled over three shapes;
-                 GlobalAveragePool for elementwise ops.
+                 GlobalAveragePool for elementwise ops; an LSTM (32 steps, 256 hidden, batch 1)
+                 for recurrent ops, whose steps are small matrix-vector products.
+  gemm half rows per precision: 1-D chains of 256-channel 1x1 convs at 4 and 49 positions:
+                 the rows per GEMM call at which a dense kernel runs at half rate
+                 (profile/cost.narrow_gemm: a 1-D model's convs have a few positions per frame).
   --litert       the same kernel overheads and int8 efficiencies for LiteRT (XNNPACK), through
                  edgeq's tflite target, plus its call overhead (the 1-conv chain minus its kernel).
 Each time is the fastest of many timed runs (contention on a shared machine only adds time);
@@ -124,23 +128,26 @@ def overheads() -> tuple[float, float]:
     return per_op, t1 - per_op
 
 
-def conv_chain(c: int, k: int, hw: int, group: int, depth: int = 6) -> onnx.ModelProto:
-    """`depth` identical convs (c -> c channels) with ReLU, as in a small mobile CNN."""
+def conv_chain(c: int, k: int, hw: int, group: int, depth: int = 6, dims: int = 2) -> onnx.ModelProto:
+    """`depth` identical convs (c -> c channels) with ReLU, as in a small mobile CNN; dims=1: a 1-D
+    chain over hw positions (as audio and sequence models have)."""
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
+    space = [hw] * dims if dims == 2 else [hw]
     for i in range(depth):
         w, b = f"w{i}", f"b{i}"
-        inits += [numpy_helper.from_array((rng.normal(0, 1, (c, c // group, k, k)) / np.sqrt(c // group * k * k)).astype(np.float32), w),
+        inits += [numpy_helper.from_array((rng.normal(0, 1, (c, c // group, *[k] * dims)) / np.sqrt(c // group * k ** dims)).astype(np.float32), w),
                   numpy_helper.from_array(rng.normal(0, 0.1, c).astype(np.float32), b)]
-        nodes += [helper.make_node("Conv", [x, w, b], [f"c{i}"], group=group, pads=[k // 2] * 4),
+        nodes += [helper.make_node("Conv", [x, w, b], [f"c{i}"], group=group, pads=[k // 2] * 2 * dims),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
         x = f"r{i}"
     nodes.append(helper.make_node("Identity", [x], ["y"]))
-    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])], inits)
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, *space])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, *space])], inits)
 
 
-def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 6, target: str = "ort") -> tuple[float, int]:
+def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 6, target: str = "ort",
+                  dims: int = 2) -> tuple[float, int]:
     """Time of the float chain (onnxruntime), or of edgeq's own int8 artifact of it for `target`
     (ort or tflite), run through edgeq's runner for that target as compile times it."""
     import tempfile
@@ -150,8 +157,8 @@ def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 
     from edgeq.pipeline import compile as edgeq_compile
     from edgeq.runners import OrtRunner, make_runner
 
-    model = conv_chain(c, k, hw, group, depth)
-    macs = depth * c * hw * hw * (c // group) * k * k
+    model = conv_chain(c, k, hw, group, depth, dims)
+    macs = depth * c * hw ** dims * (c // group) * k ** dims
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "chain.onnx"
         onnx.save(model, path)
@@ -160,7 +167,7 @@ def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 
             runner = make_runner(Artifact(target, Path(report["targets"][0]["artifact"])), 1)
         else:
             runner = OrtRunner(path.read_bytes(), threads=1)
-        x = {"x": np.random.default_rng(1).normal(0, 1, (1, c, hw, hw)).astype(np.float32)}
+        x = {"x": np.random.default_rng(1).normal(0, 1, (1, c, *[hw] * dims)).astype(np.float32)}
         return fastest_seconds(lambda: runner.run(x), runs=300, warmup=20), macs
 
 
@@ -202,6 +209,55 @@ def elementwise_seconds() -> tuple[float, int]:
     return fastest_seconds(lambda: s.run(["y"], x), runs=300, warmup=20), 256 * 14 * 14
 
 
+def half_rows(int8: bool, per_op: float, call: float | None, kernel: float, target: str = "ort") -> float:
+    """Rows at which rows / (rows + h) halves, from 1-D chains of 256-channel 1x1 convs at 4 vs
+    REFERENCE_ROWS (49, as efficiency.dense_* is measured) positions: r = rate(4) / rate(49).
+    1-D, because a 1-D conv always takes the runtime's im2col + GEMM path (onnxruntime has no
+    blocked-layout kernel for it), where few rows waste the GEMM's register tiles."""
+    from edgeq.profile.cost import REFERENCE_ROWS
+
+    rates = []
+    for length in (4, REFERENCE_ROWS):
+        t, macs = chain_seconds(256, 1, length, 1, int8=int8, target=target, dims=1)
+        rates.append(macs / max(t - (call or 0.0) - 6 * kernel - (2 * per_op if int8 else 0), 1e-9))
+    r, n, ref = rates[0] / rates[1], 4, REFERENCE_ROWS
+    if r >= 1:
+        return 0.0
+    return n * ref * (1 - r) / (r * ref - n) if r * ref > n else 10.0 * ref
+
+
+def lstm_model(steps: int = 32, hidden: int = 256) -> tuple[onnx.ModelProto, int]:
+    """One forward LSTM, input size = hidden, batch 1 (as a streaming or OCR model runs it)."""
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array((rng.normal(0, 1, (1, 4 * hidden, hidden)) / np.sqrt(hidden)).astype(np.float32), n) for n in "WR"]
+    m = make_model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, hidden])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 1, 1, hidden])], w)
+    return m, steps * 4 * hidden * 2 * hidden
+
+
+def recurrent_efficiency(peak: float, call: float, target: str = "ort") -> float:
+    """MAC rate of the LSTM (float: edgeq keeps recurrent layers float on both runtimes) vs the fp32 peak."""
+    import tempfile
+
+    from edgeq.artifact import Artifact
+    from edgeq.pipeline import compile as edgeq_compile
+    from edgeq.runners import make_runner
+
+    model, macs = lstm_model()
+    x = {"x": np.random.default_rng(1).normal(0, 1, (32, 1, 256)).astype(np.float32)}
+    if target == "ort":
+        s = session(model)
+        t = fastest_seconds(lambda: s.run(None, x), runs=200, warmup=20)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            onnx.save(model, Path(d) / "lstm.onnx")
+            report = edgeq_compile(str(Path(d) / "lstm.onnx"), target, calib="random", out=str(Path(d) / "out"), latency_runs=3)
+            runner = make_runner(Artifact(target, Path(report["targets"][0]["artifact"])), 1)
+            t = fastest_seconds(lambda: runner.run(x), runs=200, warmup=20)
+    return 2 * macs / (peak * max(t - call, 1e-9))
+
+
 def measure(litert: bool) -> dict:
     """Every number, printed as it is measured: {name: value in the unit its name ends with}."""
     n: dict = {}
@@ -218,6 +274,9 @@ def measure(litert: bool) -> dict:
         for key, (kernel, eff) in numbers.items():
             n[f"kernel_{key}"], n[f"eff_{key}"] = kernel, eff
             print(f"kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+        prec = "int8" if int8 else "fp32"
+        n[f"half_rows_{prec}"] = half_rows(int8, per_op, call, n[f"kernel_dense_{prec}"])
+        print(f"gemm half rows {prec} {n[f'half_rows_{prec}']:.1f}")
     if litert:  # the LiteRT (XNNPACK) runtime, through edgeq's tflite target
         lite = conv_numbers(p8, True, per_op, None, target="tflite")
         n["litert_call"] = lite.pop("call")
@@ -225,6 +284,13 @@ def measure(litert: bool) -> dict:
         for key, (kernel, eff) in lite.items():
             n[f"litert_kernel_{key}"], n[f"litert_eff_{key}"] = kernel, eff
             print(f"litert kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+        n["litert_half_rows_int8"] = half_rows(True, per_op, n["litert_call"], n["litert_kernel_dense_int8"], "tflite")
+        print(f"litert gemm half rows int8 {n['litert_half_rows_int8']:.1f}")
+    n["eff_recurrent_fp32"] = recurrent_efficiency(p32, call)
+    print(f"efficiency recurrent_fp32 {n['eff_recurrent_fp32']:.3f}")
+    if litert:
+        n["litert_eff_recurrent_fp32"] = recurrent_efficiency(p32, n["litert_call"], "tflite")
+        print(f"litert efficiency recurrent_fp32 {n['litert_eff_recurrent_fp32']:.3f}")
     t, count = elementwise_seconds()
     n["eff_elementwise"] = count / (p32 * max(t - call - per_op, 1e-9))
     print(f"efficiency elementwise {n['eff_elementwise']:.3f}")
@@ -250,6 +316,10 @@ def cache_units(n: dict, how: str) -> dict:
         model = "edgeq int8 ORT artifact" if key.endswith("int8") else "float model"
         cpu[f"kernel_overhead.{key}"] = num(n[f"kernel_{key}"] * 1e6, "us", f"21 tiny convs minus 1, per conv ({model})")
         cpu[f"efficiency.{key}"] = num(n[f"eff_{key}"], "ratio", f"chains of 6 Conv+ReLU ({model}), work / busy time vs the peak rate")
+    for prec in ("fp32", "int8"):
+        model = "edgeq int8 ORT artifact" if prec == "int8" else "float model"
+        cpu[f"gemm_half_rows.{prec}"] = num(n[f"half_rows_{prec}"], "rows", f"1-D chains of 256-channel 1x1 convs at 4 vs 49 positions ({model})")
+    cpu["efficiency.recurrent_fp32"] = num(n["eff_recurrent_fp32"], "ratio", "onnxruntime LSTM, 32 steps, 256 hidden, batch 1, vs the fp32 matmul rate")
     litert = dict(shared)
     if "litert_call" in n:
         litert["call_overhead"] = num(n["litert_call"] * 1e6, "us", "LiteRT 1-conv int8 artifact through edgeq's tflite runner, minus its conv and boundary kernels")
@@ -257,6 +327,10 @@ def cache_units(n: dict, how: str) -> dict:
         for key in ("dense_int8", "depthwise_int8"):
             litert[f"kernel_overhead.{key}"] = num(n[f"litert_kernel_{key}"] * 1e6, "us", "21 tiny convs minus 1, per conv (edgeq int8 tflite artifact on LiteRT)")
             litert[f"efficiency.{key}"] = num(n[f"litert_eff_{key}"], "ratio", "chains of 6 Conv+ReLU as edgeq int8 tflite artifacts on LiteRT, vs the int8 matmul rate")
+        litert["gemm_half_rows.int8"] = num(n["litert_half_rows_int8"], "rows",
+                                            "1-D chains of 256-channel 1x1 convs at 4 vs 49 positions (edgeq int8 tflite artifacts on LiteRT)")
+        litert["efficiency.recurrent_fp32"] = num(n["litert_eff_recurrent_fp32"], "ratio",
+                                                  "LiteRT UNIDIRECTIONAL_SEQUENCE_LSTM (edgeq's tflite artifact of the same LSTM), vs the fp32 matmul rate")
         for key in ("dense_fp32", "depthwise_fp32", "elementwise"):  # not measured on LiteRT: onnxruntime's, here
             litert[f"efficiency.{key}"] = {"value": cpu[f"efficiency.{key}"]["value"], "unit": "ratio", "assumed": True,
                                            "reason": "LiteRT float/elementwise kernels not measured; onnxruntime's value on this CPU"}

@@ -20,7 +20,7 @@ from edgeq.errors import EdgeqError
 SI = {
     "GOPS": 1e9, "TOPS": 1e12, "GB/s": 1e9, "pJ": 1e-12, "nJ": 1e-9, "W": 1.0, "mW": 1e-3,
     "us": 1e-6, "ms": 1e-3, "s": 1.0, "B": 1.0, "KiB": 1024.0, "MiB": 1024.0**2, "Wh": 1.0, "V": 1.0,
-    "ratio": 1.0,
+    "ratio": 1.0, "rows": 1.0,
 }
 PRECISIONS = ("int8", "fp16", "fp32")
 OP_CLASSES = ("dense", "depthwise", "elementwise")
@@ -65,6 +65,9 @@ class ComputeUnit:
     kernel_overhead: dict[str, Quantity] = field(default_factory=dict)  # per op class(_precision), overrides op_overhead
     unsupported_ops: list[str] = field(default_factory=list)  # ops that fall back to `fallback`
     fallback: str | None = None
+    # per precision: the GEMM rows per call (output positions per image) at which a dense kernel
+    # reaches half its rate; efficiency.dense_* was measured at REFERENCE_ROWS (op_time scales it)
+    gemm_half_rows: dict[str, Quantity] = field(default_factory=dict)
 
     def precision_for(self, wanted: str) -> str:
         """The precision this unit computes `wanted` in: int8 if it has it, else its float."""
@@ -148,7 +151,7 @@ def _unit(name: str, d: dict, q: dict[str, Quantity], prefix: str) -> ComputeUni
         op_overhead=get("op_overhead"), energy_per_mac=table("energy_per_mac"),
         energy_per_byte=table("energy_per_byte"), active_power=get("active_power"), idle_power=get("idle_power"),
         call_overhead=q.get(f"{prefix}.call_overhead"), kernel_overhead=table("kernel_overhead"), unsupported_ops=list(d.get("unsupported_ops", [])),
-        fallback=d.get("fallback"),
+        fallback=d.get("fallback"), gemm_half_rows=table("gemm_half_rows"),
     )
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # annotations only: never imported at run time
 FUSABLE = {"fp32": {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}, "int8": {"Relu", "Clip"}}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+RECURRENT = {"LSTM": 4, "GRU": 3, "RNN": 1}  # gates per hidden unit
 BYTES = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1}
 
 
@@ -30,7 +31,7 @@ BYTES = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16
 class OpCost:
     name: str
     op: str
-    kind: str  # dense | depthwise | elementwise | view | fused | boundary
+    kind: str  # dense | depthwise | recurrent | elementwise | view | fused | boundary
     precision: str  # int8 | int16 | fp32
     macs: int
     other_ops: int  # arithmetic that is not a MAC (adds, compares, pooling)
@@ -39,6 +40,7 @@ class OpCost:
     out_bytes: int  # activation bytes written
     inputs: tuple[str, ...]  # activation tensors read
     outputs: tuple[str, ...]
+    rows: int = 0  # dense kernels: GEMM rows per call (a conv's output positions per image); 0 = not known
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -93,11 +95,15 @@ def work(op_class: str, out_elements: int, per_output: int = 0, in_elements: int
     ops onto these classes (ONNX here, LiteRT and MIL in lower/<target>/read.py).
 
     dense / depthwise: each output element sums `per_output` products (conv: the kernel's
-    elements per output channel; matmul: the inner dim); transposed: each *input* element
+    elements per output channel; matmul: the inner dim); recurrent: each hidden-state element of
+    each step sums `per_output` products (gates x (input + hidden)), then updates its gates
+    (a few ops per gate); transposed: each *input* element
     scatters `per_output` products; pool: `window` compares or adds per output; reduce: one per
     input element; softmax: 5 per output (max, sub, exp, sum, div); elementwise: one per output."""
     if op_class in ("dense", "depthwise"):
         return out_elements * per_output, 0, op_class
+    if op_class == "recurrent":
+        return out_elements * per_output, 4 * window * out_elements, "recurrent"
     if op_class == "transposed":
         return in_elements * per_output, 0, "dense"
     if op_class == "pool":
@@ -125,6 +131,14 @@ def node_work(graph: Graph, node, b: int) -> tuple[int, int, str]:
     if op in ("Gemm", "MatMul"):
         a = _dims(graph.shape(node.input[0]), b)
         return work("dense", out, (a[0] if get_attr(node, "transA", 0) else a[-1]) if a else 0)
+    if op in RECURRENT:  # Y: [steps, directions, batch, hidden]; W: [directions, gates x hidden, input]
+        w = graph.shape(node.input[1]) or ()
+        hidden = get_attr(node, "hidden_size", 0) or (w[1] // RECURRENT[op] if len(w) == 3 else 0)
+        x = _dims(graph.shape(node.input[0]), b)
+        steps_batch = x[0] * x[1] if len(x) == 3 else 0
+        dirs = w[0] if len(w) == 3 else 1
+        inp = w[2] if len(w) == 3 else 0
+        return work("recurrent", steps_batch * dirs * hidden, RECURRENT[op] * (inp + hidden), window=RECURRENT[op])
     if op in ("MaxPool", "AveragePool"):
         return work("pool", out, window=int(np.prod(get_attr(node, "kernel_shape", [1]))))
     if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax"):
@@ -134,8 +148,23 @@ def node_work(graph: Graph, node, b: int) -> tuple[int, int, str]:
     return work("elementwise", out)
 
 
-def _precision(sz: Sizer, node, acts: list[str]) -> str:
-    if not sz.static:
+def gemm_rows(graph: Graph, node, b: int) -> int:
+    """Rows of one GEMM call of a dense op: runtimes run a conv image by image (its output
+    positions), a matmul over all leading dims of its input."""
+    if node.op_type == "Conv":
+        return int(np.prod(_dims(graph.shape(node.output[0]), b)[2:]))
+    if node.op_type == "ConvTranspose":
+        return int(np.prod(_dims(graph.shape(node.input[0]), b)[2:]))
+    if node.op_type in ("Gemm", "MatMul"):
+        a = _dims(graph.shape(node.input[0]), b)
+        return (a[-1] if node.op_type == "Gemm" and get_attr(node, "transA", 0) else int(np.prod(a[:-1]))) if a else 0
+    return 0
+
+
+def _precision(sz: Sizer, node, acts: list[str], outs: list[str]) -> str:
+    """int8 / int16 when the op's weights and every activation it reads and writes are on integer
+    grids; fp32 otherwise (an output the plan keeps float makes the runtime run the op in float)."""
+    if not sz.static or any((a := sz.plan.activations.get(o)) is not None and a.bits is None for o in outs):
         return "fp32"
     weights = [i for i in node.input[1:2] if sz.graph.is_const(i)] if node.op_type in WEIGHTED else []
     w_ok = all((wp := sz.plan.weights.get(w)) is not None and wp.bits is not None and wp.bits <= 8 for w in weights)
@@ -143,6 +172,23 @@ def _precision(sz: Sizer, node, acts: list[str]) -> str:
     if not w_ok or not bits or any(x is None for x in bits):
         return "fp32"
     return "int16" if 16 in bits else "int8"
+
+
+def _crossings(sz: Sizer, name: str, op: str, kind: str, macs: int, other: int, wbytes: int, acts: list[str],
+               outs: list[str], rows: int) -> list[OpCost]:
+    """A float op whose inputs or outputs the plan puts on integer grids: a dequantize kernel per
+    integer input, the op on float copies, a quantize kernel per integer output."""
+    qin, qout = [a for a in acts if sz.act_bits(a)], [o for o in outs if sz.act_bits(o)]
+    fin = {a: f"{a}:float" for a in qin}
+    fout = {o: f"{o}:float" for o in qout}
+    out = [OpCost(f"dequantize:{name}:{a}", "DequantizeLinear", "boundary", "int8", 0, sz.numel(a), 0, sz.act_bytes(a),
+                  4 * sz.numel(a), (a,), (fin[a],)) for a in qin]
+    ins, res = [fin.get(a, a) for a in acts], [fout.get(o, o) for o in outs]
+    out.append(OpCost(name, op, kind, "fp32", macs, other, wbytes, sum(sz.act_bytes(a) for a in ins),
+                      sum(sz.act_bytes(o) for o in res), tuple(ins), tuple(res), rows))
+    out += [OpCost(f"quantize:{name}:{o}", "QuantizeLinear", "boundary", "int8", 0, sz.numel(o), 0, 4 * sz.numel(o),
+                   sz.act_bytes(o), (fout[o],), (o,)) for o in qout]
+    return out
 
 
 def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None,
@@ -159,7 +205,7 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
         acts = [x for x in node.input if x and not graph.is_const(x)]
         outs = [o for o in node.output if o]
         name = node_name(node, i)
-        precision = _precision(sz, node, acts)
+        precision = _precision(sz, node, acts, outs)
         if node.op_type in VIEWS:
             costs.append(OpCost(name, node.op_type, "view", precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
             continue
@@ -171,6 +217,7 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
             costs.append(OpCost(name, node.op_type, "fused", producer_precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
             continue
         macs, other, kind = node_work(graph, node, batch)
+        rows = gemm_rows(graph, node, batch) if kind == "dense" else 0
         wbytes = sum(sz.weight_bytes(x) for x in node.input if x and graph.is_const(x))
         in_b, out_b = sum(sz.act_bytes(a) for a in acts), sum(sz.act_bytes(o) for o in outs)
         if precision != "fp32" and int8_kernels is not None and node.op_type not in int8_kernels:
@@ -178,11 +225,14 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
             costs.append(OpCost(f"dequantize:{name}", "DequantizeLinear", "boundary", precision, 0, n_in, 0, in_b, 4 * n_in,
                                 tuple(acts), tuple(f"{a}:float" for a in acts)))
             costs.append(OpCost(name, node.op_type, kind, "fp32", macs, other, wbytes, 4 * n_in, 4 * n_out,
-                                tuple(f"{a}:float" for a in acts), tuple(f"{o}:float" for o in outs)))
+                                tuple(f"{a}:float" for a in acts), tuple(f"{o}:float" for o in outs), rows))
             costs.append(OpCost(f"quantize:{name}", "QuantizeLinear", "boundary", precision, 0, n_out, 0, 4 * n_out, out_b,
                                 tuple(f"{o}:float" for o in outs), tuple(outs)))
             continue
-        costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes, in_b, out_b, tuple(acts), tuple(outs)))
+        if sz.static and precision == "fp32":  # a float op inside an integer model: its grid crossings
+            costs += _crossings(sz, name, node.op_type, kind, macs, other, wbytes, acts, outs, rows)
+            continue
+        costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes, in_b, out_b, tuple(acts), tuple(outs), rows))
     if sz.static:  # float I/O around an int8 model: quantize the inputs, dequantize the outputs
         for spec in graph.inputs:
             if sz.act_bits(spec.name):

@@ -60,6 +60,21 @@ class OpTime:
     onchip_bytes: int
 
 
+REFERENCE_ROWS = 49  # output positions per image of the conv chains efficiency.dense_* is measured on (7x7..14x14)
+
+
+def narrow_gemm(c: OpCost, unit: ComputeUnit, prec: str) -> float:
+    """A dense kernel's rate relative to the measured one, by its rows per call: vector kernels fill
+    whole register tiles of rows, so a conv with few output positions per image (a 1-D model's
+    frames at batch 32) wastes most of each tile. rows / (rows + half), normalized at the
+    measured shape's rows and capped at 1 (more rows than measured: no gain assumed)."""
+    half = unit.gemm_half_rows.get(prec)
+    if c.kind != "dense" or not c.rows or half is None:
+        return 1.0
+    h = half.si
+    return min(1.0, (c.rows / (c.rows + h)) / (REFERENCE_ROWS / (REFERENCE_ROWS + h)))
+
+
 def op_time(c: OpCost, unit: ComputeUnit, weights_total: int) -> OpTime:
     prec = unit.precision_for(c.precision if c.precision in unit.peak_ops else ("int8" if c.precision == "int16" else c.precision))
     if c.kind == "fused":
@@ -68,8 +83,10 @@ def op_time(c: OpCost, unit: ComputeUnit, weights_total: int) -> OpTime:
         return OpTime(unit.name, prec, unit.op_overhead.si, "overhead", 0, 0)
     # a kernel class's own fixed cost where the profile measured one (setup, requantization tables)
     overhead = (unit.kernel_overhead.get(f"{c.kind}_{prec}") or unit.kernel_overhead.get(c.kind) or unit.op_overhead).si
-    eff_q = unit.efficiency.get(f"{c.kind}_{prec}") or unit.efficiency.get(c.kind)
-    eff = eff_q.si if eff_q is not None else 1.0
+    # a recurrent op's step GEMMs are dense kernels where a device file measured nothing for them
+    classes = (c.kind, "dense") if c.kind == "recurrent" else (c.kind,)
+    eff_q = next((e for k in classes for e in (unit.efficiency.get(f"{k}_{prec}"), unit.efficiency.get(k)) if e is not None), None)
+    eff = (eff_q.si if eff_q is not None else 1.0) * narrow_gemm(c, unit, prec)
     slow = 2.0 if c.precision == "int16" else 1.0  # 16x8 kernels run at about half the int8 rate
     compute = slow * (2 * c.macs + c.other_ops) / (unit.peak_ops[prec].si * eff)
     dram, onchip = _memory_split(c, unit, weights_total)

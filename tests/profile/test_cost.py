@@ -94,3 +94,70 @@ def test_unsupported_op_falls_back():
     names = [c.name for c in op_costs(g)]
     assert lat["units"][names.index("fc")] == "cpu" and lat["units"][names.index("conv1")] == "npu"
     assert lat["transfers"] == 1 and lat["transfer_seconds"] > 0
+
+
+def _lstm_graph(steps=8, hidden=16, inp=12, direction="forward"):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    dirs = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in (("W", (dirs, 4 * hidden, inp)), ("R", (dirs, 4 * hidden, hidden)))]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden, direction=direction),
+             helper.make_node("Relu", ["y"], ["out"], name="relu")]
+    m = helper.make_model(helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, inp])],
+                                            [helper.make_tensor_value_info("out", TensorProto.FLOAT, [steps, dirs, 1, hidden])], inits),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    return Graph(onnx.shape_inference.infer_shapes(m), "lstm")
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_recurrent_ops_count_their_step_macs(direction):
+    """An LSTM's work is its gate GEMMs over every step (it was priced as an elementwise op with no
+    MACs: silero-vad and ddddocr were predicted 4-9x too fast); the recurrent class has its own
+    efficiency, measured on an LSTM (bench/calibrate_host.py)."""
+    g = _lstm_graph(direction=direction)
+    dirs = 2 if direction == "bidirectional" else 1
+    c = next(c for c in op_costs(g) if c.name == "lstm")
+    assert c.kind == "recurrent" and c.macs == 8 * dirs * 4 * 16 * (12 + 16)
+    cpu = load_device("host_x86_64").units["cpu"]
+    t = op_time(c, cpu, 0)
+    eff = cpu.efficiency["recurrent_fp32"].si
+    assert eff < cpu.efficiency["dense_fp32"].si  # small per-step GEMMs: below the dense kernels' rate
+    assert t.seconds >= 2 * c.macs / (cpu.peak_ops["fp32"].si * eff)
+
+
+def test_a_float_op_in_an_integer_model_pays_its_crossings():
+    """An op the plan keeps float (its output's grid is null) runs in float on every runtime, with
+    a dequantize per integer input and a quantize per integer output (it was counted as int8)."""
+    from edgeq.quant.plan import ActivationPlan, QuantPlan, WeightPlan
+
+    g = _lstm_graph()
+    plan = QuantPlan("x", mode="static",
+                     weights={"W": WeightPlan("W", "lstm", "LSTM", [1, 64, 12])},
+                     activations={"x": ActivationPlan("x", 8, scale=0.1), "y": ActivationPlan("y", None),
+                                  "out": ActivationPlan("out", 8, scale=0.1)})
+    costs = op_costs(g, plan)
+    ops = [(c.op, c.precision) for c in costs]
+    lstm = ops.index(("LSTM", "fp32"))
+    assert ops[lstm - 1] == ("DequantizeLinear", "int8") and costs[lstm].inputs == ("x:float",)
+    relu = next(c for c in costs if c.name == "relu")
+    assert relu.precision == "fp32"  # reads the float y: its crossing is a quantize of its own output
+    assert sum(c.op == "QuantizeLinear" for c in costs) == 2  # the model input, and relu's integer output
+
+
+def test_narrow_gemms_run_below_the_measured_rate(graph):
+    """Few rows per GEMM call (a 1-D model's frames: a conv's output positions per image) waste
+    the kernel's register tiles; gemm_half_rows (measured on 1-D conv chains) scales the rate."""
+    from edgeq.profile.cost import REFERENCE_ROWS, narrow_gemm
+
+    cpu = load_device("host_x86_64").units["cpu"]
+    conv = next(c for c in op_costs(graph) if c.name == "conv1")
+    assert conv.rows == 12 * 12  # output positions per image
+    h = cpu.gemm_half_rows["fp32"].si
+    assert narrow_gemm(conv, cpu, "fp32") == 1.0  # more rows than measured: the measured rate
+    few = dataclasses.replace(conv, rows=4)
+    expect = (4 / (4 + h)) / (REFERENCE_ROWS / (REFERENCE_ROWS + h))
+    assert narrow_gemm(few, cpu, "fp32") == pytest.approx(expect)
+    assert h == 0 or op_time(few, cpu, 0).seconds > op_time(conv, cpu, 0).seconds * few.macs / conv.macs

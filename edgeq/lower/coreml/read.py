@@ -87,6 +87,10 @@ def read_coreml(path: Path) -> ReadArtifact:
             macs, other, kind = work("dense", out_el, int(w.shape[-1]))
         elif op_type == "matmul" and x is not None:
             macs, other, kind = work("dense", out_el, int(x.shape[-1]))
+        elif op_type == "lstm" and x is not None and names.get("weight_hh"):  # x [T, B, I]; weight_hh [4H, H] per direction
+            dirs = 2 if names.get("weight_hh_back") else 1
+            hidden = int(arr(names["weight_hh"][0]).shape[1])
+            macs, other, kind = work("recurrent", int(x.shape[0] * x.shape[1]) * dirs * hidden, 4 * (int(x.shape[2]) + hidden), window=4)
         elif op_type.startswith("reduce_"):
             macs, other, kind = work("reduce", out_el, in_elements=int(x.size) if x is not None else out_el)
         if op_type in VIEWS:

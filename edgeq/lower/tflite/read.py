@@ -72,6 +72,8 @@ def _work(op: str, ins: list[dict], out_el: int) -> tuple[int, int, str]:
     if op == "TRANSPOSE_CONV" and len(ins) > 2:  # inputs: output shape, weights [O, kh, kw, I], x
         wt = [int(d) for d in ins[1]["shape"]]
         return work("transposed", out_el, wt[0] * wt[1] * wt[2], in_elements=int(np.prod(ins[2]["shape"])))
+    if op == "UNIDIRECTIONAL_SEQUENCE_LSTM":  # gate weights [H, I] and recurrent weights [H, H]: one column per MAC
+        return work("recurrent", out_el, sum(int(d["shape"][1]) for d in ins[1:] if len(d["shape"]) == 2), window=4)
     if op in POOLS:  # counted per input element
         return work("reduce", out_el, in_elements=int(np.prod(ins[0]["shape"])))
     if op == "SOFTMAX":
