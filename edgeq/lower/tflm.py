@@ -33,6 +33,7 @@ from edgeq.target import target_data
 NAME = "tflm"
 DESCRIPTION = target_data("tflm").get("description", "")
 OPS = T.OPS
+INT8_KERNELS = T.INT8_KERNELS
 lowering_view = T.lowering_view
 # Bytes added to the measured arena: the recording counts no slack for alignment on the device.
 ARENA_MARGIN = target_data("tflm")["arena_margin_bytes"]

@@ -33,7 +33,8 @@ from edgeq.target import target_data
 
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")
-__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "lowering_view", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
+INT8_KERNELS = INT8_OPS  # what the cost model prices as integer (edgeq.target reads INT8_KERNELS)
+__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "INT8_KERNELS", "lowering_view", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
            "cross_checks"]
 
 # Output grids fixed by LiteRT's integer kernels, keyed by the ONNX op producing the tensor.
