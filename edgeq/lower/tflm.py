@@ -84,6 +84,21 @@ def check_graph(graph: Graph, static: Graph) -> None:
     if need > sram:
         raise ModelError(f"{graph.source}: node '{where}' alone holds {_mib(need)} of int8 activations; TFLite Micro "
                          f"targets microcontrollers with up to {_mib(sram)} of SRAM (targets/tflm.toml mcu_arena_bytes): {why}")
+    peak = live_int8_peak(static)
+    if peak["peak_activation_bytes"] > sram:
+        raise ModelError(f"{graph.source}: at node '{peak['peak_at']}' the int8 activations still needed hold "
+                         f"{_mib(peak['peak_activation_bytes'])} at once (the least arena TFLite Micro can plan); "
+                         f"microcontrollers have up to {_mib(sram)} of SRAM (targets/tflm.toml mcu_arena_bytes): {why}")
+
+
+def live_int8_peak(static: Graph) -> dict:
+    """The most int8 activation bytes live at one op, in execution order (profile/memory.py's
+    liveness, views aliased): a lower bound on TFLite Micro's arena, known before calibration."""
+    from edgeq.op_cost import Sizer, op_costs
+    from edgeq.profile.memory import peak_activation_bytes
+
+    sizer = Sizer(static, None, 1)
+    return peak_activation_bytes(op_costs(static), sizer.numel, [s.name for s in static.inputs], [s.name for s in static.outputs])
 
 
 def check_plan(graph: Graph, plan: QuantPlan, options: dict | None = None) -> None:

@@ -107,6 +107,22 @@ def test_tflm_refuses_what_no_microcontroller_holds_before_calibration(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_tflm_refuses_activations_live_at_once_past_the_sram(tmp_path):
+    # Every node holds at most 3.75 MiB of int8 activations (under the 4 MiB limit), but x and a
+    # stay live for the skip connections: x, a, b and c (1.25 MiB each) at once at 'c2'.
+    w = numpy_helper.from_array(np.zeros((8, 8, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="c1"), helper.make_node("Relu", ["a"], ["b"], name="r1"),
+             helper.make_node("Conv", ["b", "w"], ["c"], name="c2"), helper.make_node("Add", ["a", "c"], ["d"], name="add1"),
+             helper.make_node("Add", ["x", "d"], ["y"], name="add2")]
+    shape = [1, 8, 640, 256]
+    g = helper.make_graph(nodes, "skip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
+    path = _save(tmp_path, helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    r = _compile(path, tmp_path / "out", "--target", "tflm", "--calib", "/nonexistent.npz")
+    assert r.exit_code == 2 and "at node 'c2' the int8 activations still needed hold 5.0 MiB" in r.output, r.output
+    assert "--target tflite" in r.output and "\n" not in r.output.strip() and not (tmp_path / "out").exists()
+
+
 def _recurrent(time_dim="T"):
     """x[T, 8] -> Unsqueeze(1) -> LSTM over T steps: the leading dim is time, not a batch."""
     rng = np.random.default_rng(0)

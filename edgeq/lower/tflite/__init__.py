@@ -281,11 +281,13 @@ def qdq_simulation(graph: Graph, plan: QuantPlan, feeds: dict) -> dict:
     import tempfile
 
     from edgeq.lower import get_target
-    from edgeq.runners import OrtRunner
+    from edgeq.runners import OrtRunner, batch_size_for
 
+    rows = len(next(iter(feeds.values())))
     with tempfile.TemporaryDirectory() as d:
         sim = get_target("ort").lower(graph, plan, Path(d), "simulation", {"ort_format": False})
-        return OrtRunner(str(sim.path), optimize=False).run(feeds)
+        # a model bound to a batch (silero-vad: 32 frames per call) runs the rows that many at a time
+        return in_chunks(feeds, batch_size_for(graph, rows), OrtRunner(str(sim.path), optimize=False).run)
 
 
 @register_runner(NAME)
