@@ -25,9 +25,11 @@ def reference_samples(graph, n: int) -> int:
     return int(min(n, max(REFERENCE_MIN_SAMPLES, REFERENCE_WORK // work)))
 
 
-def quality_warnings(target: str, verify: dict, float_p50: float, quant_p50: float, timed: bool = True) -> list[str]:
+def quality_warnings(target: str, verify: dict, float_p50: float, quant_p50: float, timed: bool = True,
+                     baseline: str = "float on this host") -> list[str]:
     """What a build script must not miss: a poor artifact, or one slower than float, and what to try.
-    `timed` is False where the host runs a reference executor, not the target's runtime."""
+    `timed` is False where the host runs a reference executor, not the target's runtime; `baseline`
+    names what float_p50 timed."""
     out = []
     if verify["sqnr_db"] < SQNR_WARN_DB:
         out.append(f"{target}: output SQNR {verify['sqnr_db']:.1f} dB (< {SQNR_WARN_DB:.0f} dB; max abs error "
@@ -45,7 +47,7 @@ def quality_warnings(target: str, verify: dict, float_p50: float, quant_p50: flo
                        "to let the planner keep what matters wider, or --keep-float on the sensitive layers")
             break
     if timed and float_p50 > 0 and quant_p50 > SLOWER_WARN * float_p50:
-        out.append(f"{target}: the quantized artifact runs {quant_p50 / float_p50:.2f}x slower than float on this host "
+        out.append(f"{target}: the quantized artifact runs {quant_p50 / float_p50:.2f}x slower than {baseline} "
                    f"({quant_p50:.3g} vs {float_p50:.3g} ms p50): Q/DQ around ops without integer kernels or wide "
                    "activations cost more than int8 saves; try --act-bits 8, or profile it on the device it is for")
     return out

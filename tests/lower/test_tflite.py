@@ -269,3 +269,21 @@ def test_1d_convs_stay_integer_when_lifted_to_2d(tmp_path):
     assert np.abs(got - sim).max() <= plan.activations["logits"].scale * 1.001
     # int8 weights as predicted (float32 ones were 2.3x); the rest is the lift's shape constants
     assert abs(tflite.payload(art) / predicted_bytes(g, plan, "tflite", {})["total"] - 1) < 0.1
+
+
+def test_slower_than_float_is_judged_on_the_targets_own_runtime(tmp_path, cnn):
+    """A LiteRT int8 artifact slower than float *onnxruntime* may still beat a float .tflite (ddddocr:
+    1.15x vs onnxruntime, 0.83x vs LiteRT float): compile times the float model lowered by the same
+    target beside it, and the warning names that baseline."""
+    from edgeq.lower.tflite import LiteRTRunner
+    from edgeq.pipeline import Options, float_on_target
+    from edgeq.verify import quality_warnings
+
+    g, x, ranges, _ = cnn
+    plan = _plan(g, ranges)
+    art = tflite.lower(g, plan, tmp_path, "q", {})
+    got = float_on_target(tflite, g, plan, LiteRTRunner(art), {"input": x[:1]}, Options(latency_runs=5))
+    assert got is not None and got[0]["p50"] > 0 and got[1]["p50"] > 0 and got[0]["runs"] >= 5
+    assert not list(tmp_path.glob("float*"))  # timed from a temporary folder, nothing left beside the artifact
+    (slow,) = quality_warnings("tflite", {"sqnr_db": 40.0, "max_abs_err": 0.0}, 1.0, 2.0, baseline="the float model on tflite's runtime")
+    assert "2.00x slower than the float model on tflite's runtime" in slow
