@@ -74,7 +74,7 @@ def models(tmp: Path, zoo: list[str]) -> list[tuple[str, str, object, dict | Non
         pass
     for name in zoo:
         try:
-            z = zoo_data.BUILDERS[name](samples=z_chunk(name), calib_n=ZOO_CALIB)
+            z = zoo_data.BUILDERS[name](samples=1, calib_n=ZOO_CALIB)  # one sample: one call (silero-vad: 32 frames)
         except Exception as e:  # noqa: BLE001  (not fetched and no registry: say so, keep going)
             print(f"{name}: skipped: {str(e).splitlines()[0][:200]}")
             continue
@@ -85,10 +85,6 @@ def models(tmp: Path, zoo: list[str]) -> list[tuple[str, str, object, dict | Non
 
 
 ZOO_CALIB = 16  # calibration samples per zoo model: latency does not depend on the ranges' quality
-
-
-def z_chunk(name: str) -> int:
-    return zoo_data.VAD_CHUNK if name == "vad" else 1
 
 
 def main() -> None:

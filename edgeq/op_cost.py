@@ -8,6 +8,7 @@ this module needs nothing above the core.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -245,3 +246,36 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
                 costs.append(OpCost(f"dequantize:{spec.name}", "DequantizeLinear", "boundary", "int8", 0, n, 0,
                                     sz.act_bytes(spec.name), 4 * n, (spec.name,), ()))
     return costs
+
+
+def peak_activation_bytes(costs: list[OpCost], size_of: Callable[[str], int], graph_inputs: list[str],
+                          graph_outputs: list[str]) -> dict:
+    """The most activation bytes live at one op (profile/memory.py's model: a tensor is live from its
+    writer to its last reader, views alias their input); also TFLite Micro's early arena bound."""
+    alias: dict[str, str] = {}
+    for c in costs:
+        if c.kind == "view" and c.inputs:
+            for o in c.outputs:
+                alias[o] = alias.get(c.inputs[0], c.inputs[0])
+
+    def root(t: str) -> str:
+        return alias.get(t, t)
+
+    first: dict[str, int] = {root(t): -1 for t in graph_inputs}
+    last: dict[str, int] = {}
+    for i, c in enumerate(costs):
+        for t in c.outputs:
+            first.setdefault(root(t), i)
+        for t in c.inputs:
+            last[root(t)] = i
+    end = len(costs)
+    for t in graph_outputs:
+        last[root(t)] = end
+    size = {t: size_of(t) for t in first}
+    peak, at = 0, None
+    for i in range(-1, end + 1):
+        live = sum(size[t] for t in first if first[t] <= i <= last.get(t, first[t]))
+        if live > peak:
+            peak, at = live, i
+    where = costs[at].name if at is not None and 0 <= at < end else ("inputs" if at == -1 else "outputs")
+    return {"peak_activation_bytes": int(peak), "peak_at": where}

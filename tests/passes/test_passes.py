@@ -98,3 +98,32 @@ def test_constant_attribute_forms_become_initializers():
     x = np.arange(6, dtype=np.float32)
     got = OrtRunner(graph.serialize(), optimize=False).run({"x": x})["y"]
     np.testing.assert_array_equal(got, x.reshape(2, 3) + 0.5)
+
+
+def test_divide_by_a_constant_becomes_a_multiply():
+    """HardSwish as exported (x * clip(x + 3, 0, 6) / 6): the Div by 6 becomes a Mul by 1/6 under
+    the same output name (LiteRT has no integer DIV); a Div by an activation, by zero or of
+    integers is left alone."""
+    inits = [numpy_helper.from_array(np.array(3.0, np.float32), "three"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "six"), numpy_helper.from_array(np.array(6, np.int64), "six_i"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo")]
+    nodes = [helper.make_node("Add", ["input", "three"], ["a"]), helper.make_node("Clip", ["a", "lo", "six"], ["c"]),
+             helper.make_node("Mul", ["input", "c"], ["m"]), helper.make_node("Div", ["m", "six"], ["hs"], name="div6"),
+             helper.make_node("Div", ["hs", "c"], ["r"], name="div_act"), helper.make_node("Div", ["r", "zero"], ["logits"], name="div0"),
+             helper.make_node("Div", ["n", "six_i"], ["n6"], name="div_int")]
+    m = helper.make_model(helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 5]),
+                                                           helper.make_tensor_value_info("n", TensorProto.INT64, [2])],
+                                            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 5]),
+                                             helper.make_tensor_value_info("n6", TensorProto.INT64, [2])], inits),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    g = load(m)
+    feeds = {"input": np.linspace(-5, 5, 10, dtype=np.float32).reshape(2, 5), "n": np.array([12, 7], np.int64)}
+    want = OrtRunner(g.serialize(), optimize=False).run(feeds)
+    g2 = PASSES["divide_as_multiply"](g.copy())
+    g2.refresh()
+    ops = {n.name: n.op_type for n in g2.nodes if n.name}
+    assert ops == {"div6": "Mul", "div_act": "Div", "div0": "Div", "div_int": "Div"}
+    assert next(n for n in g2.nodes if n.name == "div6").output[0] == "hs"
+    got = OrtRunner(g2.serialize(), optimize=False).run(feeds)
+    np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-6)
+    np.testing.assert_array_equal(got["n6"], want["n6"])

@@ -92,7 +92,9 @@ def fuse_erf_gelu(g: Graph) -> bool:
     drop, fused = set(), {}
     for erf in g.nodes:
         div = g.producer.get(erf.input[0]) if erf.op_type == "Erf" else None
-        if div is None or div.op_type != "Div" or not np.isclose(const(div.input[1]) or 0, np.sqrt(2), rtol=1e-5):
+        # x / sqrt 2, or x * (1 / sqrt 2) as the divide_as_multiply pass writes it
+        scale = {"Div": np.sqrt(2), "Mul": 1 / np.sqrt(2)}.get(div.op_type) if div is not None else None
+        if scale is None or not g.is_const(div.input[1]) or not np.isclose(const(div.input[1]) or 0, scale, rtol=1e-5):
             continue
         x = div.input[0]
         add = only_user(erf.output[0], "Add")
