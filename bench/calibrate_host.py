@@ -11,7 +11,9 @@ What it measures, single-threaded (edgeq's default --threads 1):
   peak fp32      numpy float32 matmul 256^3 (OpenBLAS sgemm)            -> GOPS (1 MAC = 2 ops)
   peak int8      onnxruntime MatMulInteger 256^3 (MLAS u8s8 kernel)     -> GOPS
   bandwidth      numpy copy of 48 MiB (read + write bytes / time)       -> DRAM GB/s
-  onchip bw      numpy copy of 128 KiB, repeated (stays in L2)           -> GB/s
+  onchip bw      numpy copies of 128 KiB .. 32 MiB: the fastest rate     -> GB/s
+  onchip bytes   the largest working set (source + copy) still copied at half that rate or more:
+                 the caches a core reaches (L2, and the L3 share it gets), measured, not read
   op overhead    onnxruntime: a chain of 41 Neg ops on 16 floats minus a chain of 1
   kernel overhead  per conv class and precision: a chain of 21 tiny convs (8 channels, 4x4)
                  minus a chain of 1, per conv (int8 convs carry requantization setup)
@@ -25,8 +27,8 @@ What it measures, single-threaded (edgeq's default --threads 1):
   gemm half rows per precision: 1-D chains of 256-channel 1x1 convs at 4 and 49 positions:
                  the rows per GEMM call at which a dense kernel runs at half rate
                  (profile/cost.narrow_gemm: a 1-D model's convs have a few positions per frame).
-  --litert       the same kernel overheads and int8 efficiencies for LiteRT (XNNPACK), through
-                 edgeq's tflite target, plus its call overhead (the 1-conv chain minus its kernel).
+  --litert       the same kernel overheads and efficiencies for LiteRT (XNNPACK), int8 and float,
+                 through edgeq's tflite target, plus its call overhead (the 1-conv chain minus its kernel).
 Each time is the fastest of many timed runs (contention on a shared machine only adds time);
 still, run it when the machine is as idle as it gets.
 """
@@ -111,6 +113,17 @@ def copy_bandwidth(nbytes: int, runs: int) -> float:
     return 2 * nbytes * reps / fastest_seconds(copy, runs=runs)
 
 
+def onchip_capacity() -> tuple[float, int]:
+    """(fastest copy rate, the largest working set copied at half of it or more): cache a core
+    reaches. An activation that fits moves at cache speed (a server's 32 MiB L3 holds a
+    detector's feature maps that the 1 MiB L2 does not)."""
+    sizes = [128 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20]
+    rates = [copy_bandwidth(n, runs=20) for n in sizes]
+    best = max(rates)
+    fits = [2 * n for n, r in zip(sizes, rates) if r >= best / 2]
+    return best, max(fits)
+
+
 def overheads() -> tuple[float, float]:
     from edgeq.runners import OrtRunner
 
@@ -146,10 +159,25 @@ def conv_chain(c: int, k: int, hw: int, group: int, depth: int = 6, dims: int = 
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, *space])], inits)
 
 
+def float_artifact_runner(path: Path, target: str, folder: Path):
+    """The model lowered by `target` with every weight and activation float (what compile times
+    a slower-than-float artifact against), through edgeq's runner for it."""
+    from edgeq.frontend import load
+    from edgeq.lower import get_target
+    from edgeq.passes import run_passes
+    from edgeq.quant.plan import QuantPlan
+    from edgeq.runners import make_runner
+
+    art = get_target(target).lower(run_passes(load(str(path))), QuantPlan("float", target=target, mode="weight_only"),
+                                   folder, "float", {})
+    return make_runner(art, 1)
+
+
 def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 6, target: str = "ort",
                   dims: int = 2) -> tuple[float, int]:
-    """Time of the float chain (onnxruntime), or of edgeq's own int8 artifact of it for `target`
-    (ort or tflite), run through edgeq's runner for that target as compile times it."""
+    """Time of the float chain (onnxruntime, or `target`'s own float artifact of it), or of edgeq's
+    own int8 artifact of it for `target` (ort or tflite), run through edgeq's runner for that target
+    as compile times it."""
     import tempfile
     from pathlib import Path
 
@@ -165,6 +193,8 @@ def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 
         if int8:
             report = edgeq_compile(str(path), target, calib="random", out=str(Path(d) / "out"), latency_runs=5)
             runner = make_runner(Artifact(target, Path(report["targets"][0]["artifact"])), 1)
+        elif target != "ort":
+            runner = float_artifact_runner(path, target, Path(d))
         else:
             runner = OrtRunner(path.read_bytes(), threads=1)
         x = {"x": np.random.default_rng(1).normal(0, 1, (1, c, *[hw] * dims)).astype(np.float32)}
@@ -199,14 +229,33 @@ SHAPES = {  # (channels, kernel, hw, group) of 6-conv chains typical of small mo
 }
 
 
-def elementwise_seconds() -> tuple[float, int]:
-    """GlobalAveragePool over 256x14x14 floats: one add per element read."""
-    m = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])],
-                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 14, 14])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 1, 1])])
-    s = session(m)
-    x = {"x": np.ones((1, 256, 14, 14), np.float32)}
-    return fastest_seconds(lambda: s.run(["y"], x), runs=300, warmup=20), 256 * 14 * 14
+def elementwise_seconds(target: str = "ort") -> tuple[float, int]:
+    """onnxruntime: GlobalAveragePool over 256x14x14 floats (one add per element read). Another
+    target: its float artifact of a chain of 6 Mul/Add of two activations (64x28x28) ending in a
+    Relu, one op per element each: LiteRT's binary kernels (XNNPACK) are what elementwise ops
+    between its convs are; its MEAN is a slow reference kernel, unlike onnxruntime's pool."""
+    import tempfile
+
+    if target == "ort":
+        m = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 14, 14])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 1, 1])])
+        x = {"x": np.ones((1, 256, 14, 14), np.float32)}
+        s = session(m)
+        return fastest_seconds(lambda: s.run(["y"], x), runs=300, warmup=20), 256 * 14 * 14
+    shape = [1, 64, 28, 28]
+    nodes, a, b = [], "x", "x"
+    for i in range(6):
+        nodes.append(helper.make_node("Mul" if i % 2 else "Add", [a, b], [f"e{i}"]))
+        a, b = f"e{i}", a
+    nodes.append(helper.make_node("Relu", [a], ["y"]))
+    m = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    x = {"x": np.random.default_rng(1).uniform(0.5, 1.0, shape).astype(np.float32)}
+    with tempfile.TemporaryDirectory() as d:
+        onnx.save(m, Path(d) / "chain.onnx")
+        runner = float_artifact_runner(Path(d) / "chain.onnx", target, Path(d))
+        return fastest_seconds(lambda: runner.run(x), runs=300, warmup=20) / 7, int(np.prod(shape))
 
 
 def half_rows(int8: bool, per_op: float, call: float | None, kernel: float, target: str = "ort") -> float:
@@ -237,12 +286,10 @@ def lstm_model(steps: int = 32, hidden: int = 256) -> tuple[onnx.ModelProto, int
 
 
 def recurrent_efficiency(peak: float, call: float, target: str = "ort") -> float:
-    """MAC rate of the LSTM (float: edgeq keeps recurrent layers float on both runtimes) vs the fp32 peak."""
+    """MAC rate of the LSTM vs the fp32 peak, float on both runtimes: edgeq keeps recurrent layers
+    float (LiteRT: UNIDIRECTIONAL_SEQUENCE_LSTM with float weights between DEQUANTIZE/QUANTIZE).
+    The float artifact, not a calibrated compile: a plan's choice must not change the number."""
     import tempfile
-
-    from edgeq.artifact import Artifact
-    from edgeq.pipeline import compile as edgeq_compile
-    from edgeq.runners import make_runner
 
     model, macs = lstm_model()
     x = {"x": np.random.default_rng(1).normal(0, 1, (32, 1, 256)).astype(np.float32)}
@@ -252,8 +299,7 @@ def recurrent_efficiency(peak: float, call: float, target: str = "ort") -> float
     else:
         with tempfile.TemporaryDirectory() as d:
             onnx.save(model, Path(d) / "lstm.onnx")
-            report = edgeq_compile(str(Path(d) / "lstm.onnx"), target, calib="random", out=str(Path(d) / "out"), latency_runs=3)
-            runner = make_runner(Artifact(target, Path(report["targets"][0]["artifact"])), 1)
+            runner = float_artifact_runner(Path(d) / "lstm.onnx", target, Path(d))
             t = fastest_seconds(lambda: runner.run(x), runs=200, warmup=20)
     return 2 * macs / (peak * max(t - call, 1e-9))
 
@@ -262,11 +308,12 @@ def measure(litert: bool) -> dict:
     """Every number, printed as it is measured: {name: value in the unit its name ends with}."""
     n: dict = {}
     p32, p8 = peak_fp32(), peak_int8()
-    dram, onchip = copy_bandwidth(48 << 20, runs=30), copy_bandwidth(128 << 10, runs=30)
+    dram = copy_bandwidth(48 << 20, runs=30)
+    onchip, n["onchip_bytes"] = onchip_capacity()
     per_op, call = overheads()
     n.update(peak_fp32=p32, peak_int8=p8, dram=dram, onchip=onchip, per_op=per_op, call=call)
     print(f"peak fp32 {p32 / 1e9:.1f} GOPS   peak int8 {p8 / 1e9:.1f} GOPS")
-    print(f"bandwidth {dram / 1e9:.1f} GB/s   on-chip {onchip / 1e9:.1f} GB/s")
+    print(f"bandwidth {dram / 1e9:.1f} GB/s   on-chip {onchip / 1e9:.1f} GB/s up to {n['onchip_bytes'] / 2**20:.1f} MiB")
     print(f"op overhead {per_op * 1e6:.2f} us   call overhead {call * 1e6:.2f} us")
     for int8, peak in ((False, p32), (True, p8)):
         numbers = conv_numbers(peak, int8, per_op, call)
@@ -291,6 +338,15 @@ def measure(litert: bool) -> dict:
     if litert:
         n["litert_eff_recurrent_fp32"] = recurrent_efficiency(p32, n["litert_call"], "tflite")
         print(f"litert efficiency recurrent_fp32 {n['litert_eff_recurrent_fp32']:.3f}")
+        # LiteRT's float kernels (XNNPACK): what a plan keeps float runs on them
+        lite_float = conv_numbers(p32, False, per_op, n["litert_call"], target="tflite")
+        lite_float.pop("call")
+        for key, (kernel, eff) in lite_float.items():
+            n[f"litert_kernel_{key}"], n[f"litert_eff_{key}"] = kernel, eff
+            print(f"litert kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+        t, count = elementwise_seconds("tflite")  # per op of the chain
+        n["litert_eff_elementwise"] = count / (p32 * max(t - n["litert_call"] / 7 - n["litert_kernel_dense_int8"], 1e-9))
+        print(f"litert efficiency elementwise {n['litert_eff_elementwise']:.3f}")
     t, count = elementwise_seconds()
     n["eff_elementwise"] = count / (p32 * max(t - call - per_op, 1e-9))
     print(f"efficiency elementwise {n['eff_elementwise']:.3f}")
@@ -305,9 +361,11 @@ def cache_units(n: dict, how: str) -> dict:
     shared = {"peak_ops.fp32": num(n["peak_fp32"] / 1e9, "GOPS", "numpy float32 256^3 matmul (OpenBLAS), fastest of 300"),
               "peak_ops.int8": num(n["peak_int8"] / 1e9, "GOPS", "onnxruntime MatMulInteger 256^3 (MLAS u8s8), fastest of 300"),
               "bandwidth": num(n["dram"] / 1e9, "GB/s", "numpy copy of 48 MiB (read + write bytes / time)"),
-              "onchip_bandwidth": num(n["onchip"] / 1e9, "GB/s", "numpy copy of 128 KiB, repeated (stays in L2)")}
-    l2 = l2_bytes()
-    if l2:
+              "onchip_bandwidth": num(n["onchip"] / 1e9, "GB/s", "numpy copies of 128 KiB .. 32 MiB, the fastest rate (in cache)")}
+    if "onchip_bytes" in n:
+        shared["onchip_bytes"] = num(n["onchip_bytes"] / 2**20, "MiB", "the largest source + copy working set numpy copies at "
+                                     "half the fastest rate or more (L2 and the share of L3 this core gets)")
+    elif l2 := l2_bytes():
         shared["onchip_bytes"] = {"value": l2 / 2**20, "unit": "MiB", "source": "this CPU's L2 per core, from /sys/devices/system/cpu/cpu0/cache"}
     cpu = {**shared, "op_overhead": num(n["per_op"] * 1e6, "us", "onnxruntime chain of 41 Neg ops minus a chain of 1, per op"),
            "call_overhead": num(n["call"] * 1e6, "us", "a 1-op onnxruntime model through edgeq's OrtRunner.run, fastest of 2000 calls"),
@@ -331,9 +389,11 @@ def cache_units(n: dict, how: str) -> dict:
                                             "1-D chains of 256-channel 1x1 convs at 4 vs 49 positions (edgeq int8 tflite artifacts on LiteRT)")
         litert["efficiency.recurrent_fp32"] = num(n["litert_eff_recurrent_fp32"], "ratio",
                                                   "LiteRT UNIDIRECTIONAL_SEQUENCE_LSTM (edgeq's tflite artifact of the same LSTM), vs the fp32 matmul rate")
-        for key in ("dense_fp32", "depthwise_fp32", "elementwise"):  # not measured on LiteRT: onnxruntime's, here
-            litert[f"efficiency.{key}"] = {"value": cpu[f"efficiency.{key}"]["value"], "unit": "ratio", "assumed": True,
-                                           "reason": "LiteRT float/elementwise kernels not measured; onnxruntime's value on this CPU"}
+        for key in ("dense_fp32", "depthwise_fp32"):
+            litert[f"kernel_overhead.{key}"] = num(n[f"litert_kernel_{key}"] * 1e6, "us", "21 tiny convs minus 1, per conv (edgeq float tflite artifact on LiteRT)")
+            litert[f"efficiency.{key}"] = num(n[f"litert_eff_{key}"], "ratio", "chains of 6 Conv+ReLU as edgeq float tflite artifacts on LiteRT, vs the fp32 matmul rate")
+        litert["efficiency.elementwise"] = num(n["litert_eff_elementwise"], "ratio",
+                                               "a chain of 6 Add/Mul + Relu as an edgeq float tflite artifact on LiteRT, elements / time per op vs the fp32 matmul rate")
     return {"cpu": cpu, "litert": litert}
 
 

@@ -193,12 +193,14 @@ def _crossings(sz: Sizer, name: str, op: str, kind: str, macs: int, other: int, 
 
 
 def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_kernels: frozenset | None = None,
-             stored: dict | None = None) -> list[OpCost]:
+             stored: dict | None = None, fused_after: dict | None = None) -> list[OpCost]:
     """Per-op costs in execution order (the graph's topological node order).
 
     int8_kernels: op types the runtime has integer kernels for (None: all); a quantized op
     without one runs in float between a dequantize and a quantize kernel. stored: the target's
-    storage rule's bytes per weight (Target.storage); without it, bits / 8 per element."""
+    storage rule's bytes per weight (Target.storage); without it, bits / 8 per element.
+    fused_after: {op: activations its kernel applies itself} beyond conv/matmul (the target's
+    FUSED_AFTER: LiteRT's ADD takes a fused Relu / Relu6)."""
     sz = Sizer(graph, plan, batch, stored)
     nodes = graph.nodes
     costs: list[OpCost] = []
@@ -212,8 +214,9 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
             continue
         producer = graph.producer.get(acts[0]) if acts else None
         producer_precision = next((c.precision for c in reversed(costs) if acts and acts[0] in c.outputs), precision)
-        fused = (producer is not None and producer.op_type in WEIGHTED and len(graph.consumers.get(acts[0], [])) == 1
-                 and node.op_type in FUSABLE["fp32" if producer_precision == "fp32" else "int8"])
+        sole = producer is not None and len(graph.consumers.get(acts[0], [])) == 1
+        fused = sole and ((producer.op_type in WEIGHTED and node.op_type in FUSABLE["fp32" if producer_precision == "fp32" else "int8"])
+                          or node.op_type in (fused_after or {}).get(producer.op_type, ()))
         if fused:  # runs inside its producer's kernel, at its precision
             costs.append(OpCost(name, node.op_type, "fused", producer_precision, 0, 0, 0, 0, 0, tuple(acts), tuple(outs)))
             continue

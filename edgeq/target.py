@@ -16,6 +16,7 @@ directly and never with `hasattr`:
     target.runner          runs an artifact on the target's runtime
     target.read            reads a written artifact back for `edgeq profile` (its module's read_artifact)
     target.int8_kernels    op types its runtime runs as integer kernels (its module's INT8_KERNELS), or None
+    target.fused_after     {op: activations its kernel applies itself} beyond conv/matmul (FUSED_AFTER)
 
 This module imports no lowering and no runtime: quant and profile read a target's spec and
 storage rule through it without pulling coremltools or LiteRT in.
@@ -246,6 +247,7 @@ class Target:
         self._read = getattr(module, "read_artifact", None)
         kernels = getattr(module, "INT8_KERNELS", None)
         self.int8_kernels: frozenset | None = frozenset(kernels) if kernels is not None else None  # None: every op
+        self.fused_after: dict = dict(getattr(module, "FUSED_AFTER", {}))  # op -> activations its kernel applies
 
     def __repr__(self) -> str:
         return f"Target({self.name!r})"

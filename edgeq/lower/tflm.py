@@ -34,6 +34,7 @@ NAME = "tflm"
 DESCRIPTION = target_data("tflm").get("description", "")
 OPS = T.OPS
 INT8_KERNELS = T.INT8_KERNELS
+FUSED_AFTER = T.FUSED_AFTER
 lowering_view = T.lowering_view
 # Bytes added to the measured arena: the recording counts no slack for alignment on the device.
 ARENA_MARGIN = target_data("tflm")["arena_margin_bytes"]

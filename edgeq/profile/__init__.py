@@ -116,8 +116,9 @@ def profile_model(graph, plan, target: str, devices: list[str], rate: float, res
     stored = None
     if plan is not None and target in TARGET_MODULES:
         stored = get_target(target).storage(graph, plan, options)
-    quant = op_costs(graph, plan, int8_kernels=int8_kernels(target), stored=stored)
-    return profile_costs(quant, op_costs(graph, None), Sizer(graph, plan, 1).act_bytes,
+    fusions = get_target(target).fused_after if target in TARGET_MODULES else None
+    quant = op_costs(graph, plan, int8_kernels=int8_kernels(target), stored=stored, fused_after=fusions)
+    return profile_costs(quant, op_costs(graph, None, fused_after=fusions), Sizer(graph, plan, 1).act_bytes,
                          Sizer(graph, None, 1).act_bytes, [s.name for s in graph.inputs], [s.name for s in graph.outputs],
                          target, devices, rate, residency)
 

@@ -147,20 +147,21 @@ def test_compile_reports_where_host_numbers_came_from(cache_dir, tmp_path):
 
 def test_calibrate_host_entry_covers_every_measured_number(cache_dir):
     """What bench/calibrate_host.py --litert --write-cache writes replaces every CPU-dependent
-    number but LiteRT's unmeasured float ones (they take onnxruntime's, here, still assumed)."""
+    number, LiteRT's float kernels included."""
     from bench.calibrate_host import cache_units
 
     n = {k: 1e-6 for k in ("per_op", "call", "litert_call")}
     n.update(peak_fp32=1e11, peak_int8=4e11, dram=2e10, onchip=8e10, eff_elementwise=0.1, eff_recurrent_fp32=0.5,
-             litert_eff_recurrent_fp32=0.2, half_rows_fp32=10.0, half_rows_int8=1.0, litert_half_rows_int8=3.0)
+             litert_eff_recurrent_fp32=0.2, half_rows_fp32=10.0, half_rows_int8=1.0, litert_half_rows_int8=3.0,
+             litert_eff_elementwise=0.2)
     for key in ("dense_fp32", "depthwise_fp32", "dense_int8", "depthwise_int8"):
         n[f"kernel_{key}"], n[f"eff_{key}"] = 1e-6, 0.5
-    for key in ("dense_int8", "depthwise_int8"):
+    for key in ("dense_fp32", "depthwise_fp32", "dense_int8", "depthwise_int8"):
         n[f"litert_kernel_{key}"], n[f"litert_eff_{key}"] = 1e-6, 0.5
     write_cache(cache_units(n, "measured by the test"))
     dev = load_device(HOST_DEVICE)
     assert dev.host_numbers["from"] == "cache"
     assumed = {a["number"].split(".", 1)[1] for a in dev.assumed()}
     # onchip_bytes comes from sysfs where the kernel gives the L2 size; powers are guesses anyway
-    assert {a for a in assumed if "power" not in a and "onchip_bytes" not in a} == {f"units.litert.efficiency.{k}" for k in ("dense_fp32", "depthwise_fp32", "elementwise")}
+    assert {a for a in assumed if "power" not in a and "onchip_bytes" not in a} == set()
     assert dev.units["litert"].peak_ops["int8"].value == 400.0

@@ -34,7 +34,8 @@ from edgeq.target import target_data
 NAME = "tflite"
 DESCRIPTION = target_data("tflite").get("description", "")
 INT8_KERNELS = INT8_OPS  # what the cost model prices as integer (edgeq.target reads INT8_KERNELS)
-__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "INT8_KERNELS", "lowering_view", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
+FUSED_AFTER = {"Add": ("Relu", "Clip")}  # ADD's fused activation (ops_math.lower_add, Ctx.fused): priced as free
+__all__ = ["NAME", "DESCRIPTION", "OPS", "INT8_OPS", "INT8_KERNELS", "FUSED_AFTER", "lowering_view", "lower", "check_plan", "adjust_plan", "build", "LiteRTRunner",
            "cross_checks"]
 
 # Output grids fixed by LiteRT's integer kernels, keyed by the ONNX op producing the tensor.
