@@ -177,17 +177,22 @@ def _precision(sz: Sizer, node, acts: list[str], outs: list[str]) -> str:
 
 def _crossings(sz: Sizer, name: str, op: str, kind: str, macs: int, other: int, wbytes: int, acts: list[str],
                outs: list[str], rows: int) -> list[OpCost]:
-    """A float op whose inputs or outputs the plan puts on integer grids: a dequantize kernel per
-    integer input, the op on float copies, a quantize kernel per integer output."""
+    """A float op whose inputs or outputs the plan puts on integer grids (the plan keeps it float, or
+    the runtime has no integer kernel for it): a dequantize kernel per integer input, the op on
+    float copies, a quantize kernel per integer output."""
     qin, qout = [a for a in acts if sz.act_bits(a)], [o for o in outs if sz.act_bits(o)]
     fin = {a: f"{a}:float" for a in qin}
     fout = {o: f"{o}:float" for o in qout}
-    out = [OpCost(f"dequantize:{name}:{a}", "DequantizeLinear", "boundary", "int8", 0, sz.numel(a), 0, sz.act_bytes(a),
+
+    def width(t: str) -> str:
+        return "int16" if sz.act_bits(t) == 16 else "int8"
+
+    out = [OpCost(f"dequantize:{name}:{a}", "DequantizeLinear", "boundary", width(a), 0, sz.numel(a), 0, sz.act_bytes(a),
                   4 * sz.numel(a), (a,), (fin[a],)) for a in qin]
     ins, res = [fin.get(a, a) for a in acts], [fout.get(o, o) for o in outs]
     out.append(OpCost(name, op, kind, "fp32", macs, other, wbytes, sum(sz.act_bytes(a) for a in ins),
                       sum(sz.act_bytes(o) for o in res), tuple(ins), tuple(res), rows))
-    out += [OpCost(f"quantize:{name}:{o}", "QuantizeLinear", "boundary", "int8", 0, sz.numel(o), 0, 4 * sz.numel(o),
+    out += [OpCost(f"quantize:{name}:{o}", "QuantizeLinear", "boundary", width(o), 0, sz.numel(o), 0, 4 * sz.numel(o),
                    sz.act_bytes(o), (fout[o],), (o,)) for o in qout]
     return out
 
@@ -224,16 +229,8 @@ def op_costs(graph: Graph, plan: QuantPlan | None = None, batch: int = 1, int8_k
         rows = gemm_rows(graph, node, batch) if kind == "dense" else 0
         wbytes = sum(sz.weight_bytes(x) for x in node.input if x and graph.is_const(x))
         in_b, out_b = sum(sz.act_bytes(a) for a in acts), sum(sz.act_bytes(o) for o in outs)
-        if precision != "fp32" and int8_kernels is not None and node.op_type not in int8_kernels:
-            n_in, n_out = sum(sz.numel(a) for a in acts), sum(sz.numel(o) for o in outs)
-            costs.append(OpCost(f"dequantize:{name}", "DequantizeLinear", "boundary", precision, 0, n_in, 0, in_b, 4 * n_in,
-                                tuple(acts), tuple(f"{a}:float" for a in acts)))
-            costs.append(OpCost(name, node.op_type, kind, "fp32", macs, other, wbytes, 4 * n_in, 4 * n_out,
-                                tuple(f"{a}:float" for a in acts), tuple(f"{o}:float" for o in outs), rows))
-            costs.append(OpCost(f"quantize:{name}", "QuantizeLinear", "boundary", precision, 0, n_out, 0, 4 * n_out, out_b,
-                                tuple(f"{o}:float" for o in outs), tuple(outs)))
-            continue
-        if sz.static and precision == "fp32":  # a float op inside an integer model: its grid crossings
+        no_kernel = precision != "fp32" and int8_kernels is not None and node.op_type not in int8_kernels
+        if sz.static and (precision == "fp32" or no_kernel):  # a float op inside an integer model: its grid crossings
             costs += _crossings(sz, name, node.op_type, kind, macs, other, wbytes, acts, outs, rows)
             continue
         costs.append(OpCost(name, node.op_type, kind, precision, macs, other, wbytes, in_b, out_b, tuple(acts), tuple(outs), rows))
