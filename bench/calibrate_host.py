@@ -344,6 +344,8 @@ def measure(litert: bool) -> dict:
         for key, (kernel, eff) in lite_float.items():
             n[f"litert_kernel_{key}"], n[f"litert_eff_{key}"] = kernel, eff
             print(f"litert kernel overhead {key} {kernel * 1e6:.2f} us   efficiency {key} {eff:.3f}")
+        n["litert_half_rows_fp32"] = half_rows(False, per_op, n["litert_call"], n["litert_kernel_dense_fp32"], "tflite")
+        print(f"litert gemm half rows fp32 {n['litert_half_rows_fp32']:.1f}")
         t, count = elementwise_seconds("tflite")  # per op of the chain
         n["litert_eff_elementwise"] = count / (p32 * max(t - n["litert_call"] / 7 - n["litert_kernel_dense_int8"], 1e-9))
         print(f"litert efficiency elementwise {n['litert_eff_elementwise']:.3f}")
@@ -389,6 +391,8 @@ def cache_units(n: dict, how: str) -> dict:
                                             "1-D chains of 256-channel 1x1 convs at 4 vs 49 positions (edgeq int8 tflite artifacts on LiteRT)")
         litert["efficiency.recurrent_fp32"] = num(n["litert_eff_recurrent_fp32"], "ratio",
                                                   "LiteRT UNIDIRECTIONAL_SEQUENCE_LSTM (edgeq's tflite artifact of the same LSTM), vs the fp32 matmul rate")
+        litert["gemm_half_rows.fp32"] = num(n["litert_half_rows_fp32"], "rows",
+                                            "1-D chains of 256-channel 1x1 convs at 4 vs 49 positions (edgeq float tflite artifacts on LiteRT)")
         for key in ("dense_fp32", "depthwise_fp32"):
             litert[f"kernel_overhead.{key}"] = num(n[f"litert_kernel_{key}"] * 1e6, "us", "21 tiny convs minus 1, per conv (edgeq float tflite artifact on LiteRT)")
             litert[f"efficiency.{key}"] = num(n[f"litert_eff_{key}"], "ratio", "chains of 6 Conv+ReLU as edgeq float tflite artifacts on LiteRT, vs the fp32 matmul rate")

@@ -153,7 +153,7 @@ def test_calibrate_host_entry_covers_every_measured_number(cache_dir):
     n = {k: 1e-6 for k in ("per_op", "call", "litert_call")}
     n.update(peak_fp32=1e11, peak_int8=4e11, dram=2e10, onchip=8e10, eff_elementwise=0.1, eff_recurrent_fp32=0.5,
              litert_eff_recurrent_fp32=0.2, half_rows_fp32=10.0, half_rows_int8=1.0, litert_half_rows_int8=3.0,
-             litert_eff_elementwise=0.2)
+             litert_eff_elementwise=0.2, litert_half_rows_fp32=5.0)
     for key in ("dense_fp32", "depthwise_fp32", "dense_int8", "depthwise_int8"):
         n[f"kernel_{key}"], n[f"eff_{key}"] = 1e-6, 0.5
     for key in ("dense_fp32", "depthwise_fp32", "dense_int8", "depthwise_int8"):
