@@ -165,12 +165,10 @@ def float_artifact_runner(path: Path, target: str, folder: Path):
     from edgeq.frontend import load
     from edgeq.lower import get_target
     from edgeq.passes import run_passes
-    from edgeq.quant.plan import QuantPlan
+    from edgeq.pipeline import float_artifact
     from edgeq.runners import make_runner
 
-    art = get_target(target).lower(run_passes(load(str(path))), QuantPlan("float", target=target, mode="weight_only"),
-                                   folder, "float", {})
-    return make_runner(art, 1)
+    return make_runner(float_artifact(get_target(target), run_passes(load(str(path))), folder), 1)
 
 
 def chain_seconds(c: int, k: int, hw: int, group: int, int8: bool, depth: int = 6, target: str = "ort",

@@ -69,14 +69,19 @@ def model_stem(model) -> str:
     return type(model).__name__.lower()
 
 
+def float_artifact(target, graph, folder: Path, model_sha256: str = "float", options: dict | None = None):
+    """The model lowered by `target` with every weight and activation float: the same runtime's
+    baseline (compile's slower-than-float check, bench/calibrate_host.py's float kernels)."""
+    return target.lower(graph, QuantPlan(model_sha256, target=target.name, mode="weight_only"), folder, "float", options or {})
+
+
 def float_on_target(target, graph, plan, runner, feeds: dict, opts) -> tuple[dict, dict] | None:
     """(float, quantized) latency with the float model lowered by the same target and timed
     beside the artifact: onnxruntime's float is another runtime (LiteRT's int8 can be slower than
     float onnxruntime and still faster than a float .tflite). None when it does not lower."""
     try:
         with tempfile.TemporaryDirectory() as d:
-            art = target.lower(graph, QuantPlan(plan.model_sha256, target=target.name, mode="weight_only"), Path(d), "float",
-                               {"ort_format": opts.ort_format, **opts.target_options})
+            art = float_artifact(target, graph, Path(d), plan.model_sha256, {"ort_format": opts.ort_format, **opts.target_options})
             return measure_pair(make_runner(art, opts.threads), runner, feeds, runs=opts.latency_runs)
     except EdgeqError:
         return None
@@ -223,11 +228,12 @@ def run_compile(model, opts: Options) -> dict:
                     verify["cross_checks"] = cross
                 # Alternating with the float graph: both see the same machine noise.
                 reference = runner.reference_executor  # timings say nothing about the device: few runs
-                float_lat, quant_lat = measure_pair(float_runner, runner, one_sample(val, batch_size_for(graph, 1)),
+                feeds = one_sample(val, batch_size_for(graph, 1))
+                float_lat, quant_lat = measure_pair(float_runner, runner, feeds,
                                                     warmup=0 if reference else 5, runs=1 if reference else opts.latency_runs)
                 same = None
                 if not reference and quant_lat["p50"] > SLOWER_WARN * float_lat["p50"] and not isinstance(runner, OrtRunner):
-                    same = float_on_target(target, lowered, tplan, runner, one_sample(val, batch_size_for(graph, 1)), opts)
+                    same = float_on_target(target, lowered, tplan, runner, feeds, opts)
             entries.append(target_entry(artifact, graph, tplan, verify, float_lat, quant_lat, runner, opts, staging.path))
             # judged against its own runtime's float where that was timed, as a user of that runtime would
             base, mine = same if same is not None else (float_lat, quant_lat)

@@ -102,22 +102,17 @@ def device_estimate(costs, device, target: str, rate: float, residency: dict | N
     }
 
 
-def int8_kernels(target: str) -> frozenset | None:
-    """Op types the target's runtime runs as integer kernels (None: every op it lowers)."""
-    return get_target(target).int8_kernels if target in TARGET_MODULES else None
-
-
 def profile_model(graph, plan, target: str, devices: list[str], rate: float, residency: dict | None = None,
                   options: dict | None = None) -> dict:
     """Estimates for the quantized model and its float original on each device, plus memory.
-    options: the target options the artifact was written with (they decide its storage)."""
+    options: the target options the artifact was written with (they decide its storage); the
+    target also says which ops its runtime runs as integer kernels and which activations it fuses."""
     from edgeq.op_cost import Sizer, op_costs
 
-    stored = None
-    if plan is not None and target in TARGET_MODULES:
-        stored = get_target(target).storage(graph, plan, options)
-    fusions = get_target(target).fused_after if target in TARGET_MODULES else None
-    quant = op_costs(graph, plan, int8_kernels=int8_kernels(target), stored=stored, fused_after=fusions)
+    spec = get_target(target) if target in TARGET_MODULES else None
+    stored = spec.storage(graph, plan, options) if spec is not None and plan is not None else None
+    kernels, fusions = (spec.int8_kernels, spec.fused_after) if spec is not None else (None, None)
+    quant = op_costs(graph, plan, int8_kernels=kernels, stored=stored, fused_after=fusions)
     return profile_costs(quant, op_costs(graph, None, fused_after=fusions), Sizer(graph, plan, 1).act_bytes,
                          Sizer(graph, None, 1).act_bytes, [s.name for s in graph.inputs], [s.name for s in graph.outputs],
                          target, devices, rate, residency)

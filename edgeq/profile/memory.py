@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeq.op_cost import OpCost, peak_activation_bytes  # noqa: F401  (profile.memory.peak_activation_bytes: the liveness lives in op_cost, below lower)
+# the liveness itself lives in op_cost, below lower: TFLite Micro's early arena check reads it too
+from edgeq.op_cost import OpCost, peak_activation_bytes
 
 
 def memory_summary(costs: list[OpCost], size_of: Callable[[str], int], graph_inputs: list[str], graph_outputs: list[str]) -> dict:
